@@ -1,0 +1,85 @@
+"""chainrule: deep feed-forward networks trained by error back-propagation, on NumPy.
+
+>>> import numpy as np, chainrule as cr
+>>> net = cr.DNN(hidden_depth=2, num_neuron=8, num_input=4, num_output=3, rng=0)
+>>> x, t = np.random.default_rng(0).normal(size=(6, 4)), np.array([0, 1, 2, 0, 1, 2])
+>>> cr.gradient_check(net, cr.SoftmaxCrossEntropy(), x, t).passed
+True
+"""
+
+from . import metrics, optim, schedules
+from .data import train_validation_split
+from .gradcheck import GradientCheckError, GradientCheckReport, gradient_check, numerical_gradient
+from .io import Checkpoint, load, load_checkpoint, save
+from .layers import BatchNorm, Dense, Dropout, Layer, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .losses import (
+    BinaryCrossEntropy,
+    CrossEntropy,
+    Loss,
+    MeanSquaredError,
+    SoftmaxCrossEntropy,
+)
+from .network import DNN, MLP, Sequential
+from .optim import SGD, AdaGrad, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSProp
+from .schedules import CosineLR, StepLR
+from .train import (
+    Callback,
+    DivergenceError,
+    EarlyStopping,
+    History,
+    LearningRateScheduler,
+    evaluate,
+    fit,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DNN",
+    "MLP",
+    "SGD",
+    "AdaGrad",
+    "Adam",
+    "AdamW",
+    "BatchNorm",
+    "BinaryCrossEntropy",
+    "Callback",
+    "Checkpoint",
+    "CosineLR",
+    "CrossEntropy",
+    "Dense",
+    "DivergenceError",
+    "Dropout",
+    "EarlyStopping",
+    "GradientCheckError",
+    "GradientCheckReport",
+    "History",
+    "Layer",
+    "LeakyReLU",
+    "LearningRateScheduler",
+    "Loss",
+    "MeanSquaredError",
+    "Momentum",
+    "Nesterov",
+    "Optimizer",
+    "RMSProp",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "Softmax",
+    "SoftmaxCrossEntropy",
+    "StepLR",
+    "Tanh",
+    "__version__",
+    "evaluate",
+    "fit",
+    "gradient_check",
+    "load",
+    "load_checkpoint",
+    "metrics",
+    "numerical_gradient",
+    "optim",
+    "save",
+    "schedules",
+    "train_validation_split",
+]

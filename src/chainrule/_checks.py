@@ -1,0 +1,111 @@
+"""Argument checks shared by the public entry points.
+
+Each check raises ``TypeError`` or ``ValueError`` at the boundary with a message that names the
+argument and echoes what was received, so a user never has to read a traceback from inside NumPy.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "as_generator",
+    "check_array",
+    "check_finite",
+    "check_int",
+    "check_labels",
+    "check_positive",
+    "describe",
+]
+
+
+def describe(x: Any) -> str:
+    """A short description of ``x`` for error messages: shape and dtype for arrays."""
+    if isinstance(x, np.ndarray):
+        return f"array of shape {x.shape} and dtype {x.dtype}"
+    return f"{type(x).__name__} {x!r}" if np.isscalar(x) else type(x).__name__
+
+
+def check_array(x: Any, name: str, *, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
+    """Return ``x`` as an ndarray with a numeric dtype, or raise naming ``name``.
+
+    Lists are converted; object, string and boolean arrays are refused.
+    """
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{name} must be an array of numbers, got {describe(x)}") from exc
+    if x.dtype == bool or not np.issubdtype(x.dtype, np.number):
+        raise TypeError(f"{name} must be an array of numbers, got dtype {x.dtype}")
+    if np.issubdtype(x.dtype, np.complexfloating):
+        raise TypeError(f"{name} must be real, got dtype {x.dtype}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else ndim
+        if x.ndim not in allowed:
+            want = " or ".join(f"{d}-D" for d in allowed)
+            raise ValueError(f"{name} must be {want}, got shape {x.shape}")
+    return x
+
+
+def check_finite(x: np.ndarray, name: str) -> None:
+    """Raise ``ValueError`` if a floating array holds NaN or infinity, saying where."""
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        bad = np.argwhere(~np.isfinite(x))
+        kind = "NaN" if np.isnan(x).any() else "infinity"
+        raise ValueError(
+            f"{name} contains {kind} ({len(bad)} non-finite value(s), first at index "
+            f"{tuple(int(i) for i in bad[0])})"
+        )
+
+
+def check_labels(t: np.ndarray, num_classes: int, name: str = "target") -> np.ndarray:
+    """Check integer class labels ``t`` of shape ``(N,)`` lie in ``[0, num_classes)``."""
+    if not np.issubdtype(t.dtype, np.integer):
+        if np.issubdtype(t.dtype, np.floating) and t.size and np.all(t == np.round(t)):
+            hint = " (they are whole numbers: cast with .astype(int))"
+        else:
+            hint = ""
+        raise TypeError(f"{name} labels must be integers, got dtype {t.dtype}{hint}")
+    if t.size:
+        lo, hi = int(t.min()), int(t.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(
+                f"{name} labels must lie in [0, {num_classes - 1}] for {num_classes} classes, "
+                f"got values from {lo} to {hi}"
+            )
+    return t
+
+
+def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as a float if it is a finite real > 0 (>= 0 with ``allow_zero``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {describe(value)}")
+    v = float(value)
+    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"Invalid {name}: {value!r} (must be finite and {bound})")
+    return v
+
+
+def check_int(value: Any, name: str, *, minimum: int = 1) -> int:
+    """Return ``value`` if it is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {describe(value)}")
+    if value < minimum:
+        raise ValueError(f"Invalid {name}: {value!r} (must be >= {minimum})")
+    return int(value)
+
+
+def as_generator(rng: np.random.Generator | int | None) -> np.random.Generator:
+    """A ``numpy.random.Generator`` from a Generator, an integer seed, or None (fresh entropy)."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or (isinstance(rng, numbers.Integral) and not isinstance(rng, bool)):
+        return np.random.default_rng(rng)
+    raise TypeError(
+        f"rng must be a numpy.random.Generator, an int seed or None, got {describe(rng)}"
+    )

@@ -1,0 +1,125 @@
+"""Splitting a data set and cutting it into shuffled mini-batches.
+
+Images may stay ``uint8`` in memory (a quarter of the float32 size): each batch is gathered into a
+reused buffer and scaled to [0, 1] there, so an epoch allocates nothing per batch and never makes a
+permuted copy of the whole training set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from ._checks import as_generator, check_array, check_finite, check_int, describe
+
+__all__ = ["Batches", "check_dataset", "train_validation_split"]
+
+
+def check_dataset(x: np.ndarray, y: np.ndarray, x_name: str = "x", y_name: str = "y") -> None:
+    """Check a data set once, up front: numeric arrays, one target per sample, no NaN/inf."""
+    check_array(x, x_name, ndim=2)
+    check_array(y, y_name, ndim=(1, 2))
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"{x_name} and {y_name} must hold the same number of samples, got {x.shape[0]} "
+            f"and {y.shape[0]}"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{x_name} is empty (shape {x.shape})")
+    check_finite(x, x_name)
+    check_finite(y, y_name)
+
+
+def train_validation_split(
+    x: np.ndarray,
+    y: np.ndarray,
+    validation_split: float,
+    rng: np.random.Generator | int | None = None,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Hold out a random fraction of ``(x, y)`` for validation.
+
+    Parameters
+    ----------
+    x, y : ndarray
+        Samples and targets (first axes equal).
+    validation_split : float
+        Fraction in (0, 1) held out, e.g. 0.1 for the notes' 9:1 split.
+    rng : numpy.random.Generator, int or None
+        Chooses the held-out samples.
+
+    Returns
+    -------
+    (x_train, y_train), (x_val, y_val)
+    """
+    if not isinstance(validation_split, float | int) or not 0 < validation_split < 1:
+        raise ValueError(f"Invalid validation_split: {validation_split!r} (must be in (0, 1))")
+    n = len(x)
+    if len(y) != n:
+        raise ValueError(f"x and y hold different numbers of samples: {n} and {len(y)}")
+    n_val = round(n * validation_split)
+    if not 0 < n_val < n:
+        raise ValueError(
+            f"validation_split={validation_split} of {n} samples leaves an empty train or "
+            "validation set"
+        )
+    order = as_generator(rng).permutation(n)
+    val, train = np.sort(order[:n_val]), np.sort(order[n_val:])  # sorted: sequential gathers
+    return (x[train], y[train]), (x[val], y[val])
+
+
+class Batches:
+    """Mini-batches of ``(x, y)`` in a fresh random order each epoch, without replacement.
+
+    Parameters
+    ----------
+    x : ndarray (N, features)
+        Inputs; ``uint8`` is scaled to [0, 1] batch by batch.
+    y : ndarray (N,) or (N, K)
+        Targets.
+    batch_size : int
+        The last batch of an epoch holds the remainder (it is not dropped).
+    dtype : floating dtype
+        Of the input batches handed to the model.
+
+    Notes
+    -----
+    The arrays yielded are views of buffers reused for the next batch: use them before asking for
+    the next one (a training step does).
+    """
+
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, batch_size: int, dtype: np.dtype | type
+    ) -> None:
+        self.x, self.y = x, y
+        self.batch_size = min(check_int(batch_size, "batch_size"), len(x))
+        self.dtype = np.dtype(dtype)
+        if not np.issubdtype(self.dtype, np.floating):
+            raise TypeError(f"dtype must be a floating type, got {describe(self.dtype)}")
+        b = self.batch_size
+        self._x_raw = np.empty((b, *x.shape[1:]), x.dtype)
+        self._y = np.empty((b, *y.shape[1:]), y.dtype)
+        # A separate float buffer only when the raw dtype is not already the model's.
+        self._x = None if x.dtype == self.dtype else np.empty((b, *x.shape[1:]), self.dtype)
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    def epoch(self, rng: np.random.Generator | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield the batches of one epoch, shuffled by ``rng`` (in order if ``rng`` is None)."""
+        n, b = len(self.x), self.batch_size
+        order = rng.permutation(n) if rng is not None else np.arange(n)
+        for start in range(0, n, b):
+            idx = order[start : start + b]
+            m = len(idx)
+            x_raw = np.take(self.x, idx, axis=0, out=self._x_raw[:m])
+            y = np.take(self.y, idx, axis=0, out=self._y[:m])
+            if self._x is None:
+                yield x_raw, y
+            elif self.x.dtype == np.uint8:
+                # Same arithmetic as chainrule.network.as_input, so training and prediction see
+                # identical inputs.
+                yield np.multiply(x_raw, self.dtype.type(1 / 255), out=self._x[:m]), y
+            else:
+                self._x[:m] = x_raw
+                yield self._x[:m], y

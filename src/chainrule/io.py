@@ -1,0 +1,345 @@
+"""Saving and loading models: one ``.npz`` (zip) file, no pickle, written atomically.
+
+Layout of the archive (arrays uncompressed, each an ``.npy`` member)::
+
+    metadata.json           format, versions, dtype, architecture, optimizer, history, rng states
+    params/<name>.npy       e.g. params/0.W.npy, params/0.b.npy
+    buffers/<name>.npy      BatchNorm running statistics
+    optimizer/<param>/<slot>.npy
+
+Loading trusts nothing in the file: every ``.npy`` header is checked against the bytes the member
+really holds before anything is allocated, object arrays are refused, and the arrays must match the
+architecture in the metadata exactly. A bad file raises ``ValueError`` naming the file and the
+problem. Saving writes a temporary file in the target directory, flushes it to disk and renames it
+over the target (``os.replace`` is atomic), so the target is always either the complete old model or
+the complete new one, even if the process is killed half-way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from ._checks import check_finite
+from .layers import Dropout
+from .network import Sequential
+from .optim import OPTIMIZERS, Optimizer
+from .train import History
+
+__all__ = ["FORMAT", "Checkpoint", "atomic_write", "load", "load_checkpoint", "save"]
+
+#: Identifies chainrule model files; bump ``FORMAT_VERSION`` on incompatible changes.
+FORMAT = "chainrule-model"
+FORMAT_VERSION = 1
+_METADATA = "metadata.json"
+_MAX_METADATA_BYTES = 16 * 2**20
+
+
+@dataclass
+class Checkpoint:
+    """A saved model with what is needed to resume its training."""
+
+    model: Sequential
+    optimizer: Optimizer | None = None
+    history: History | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def next_epoch(self) -> int:
+        """The ``initial_epoch`` that continues training where it stopped."""
+        return self.history.epoch[-1] + 1 if self.history else 0
+
+
+def save(
+    model: Sequential,
+    path: str | os.PathLike[str],
+    *,
+    optimizer: Optimizer | None = None,
+    history: History | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` (and optionally its optimizer state and history) to ``path`` atomically.
+
+    Parameters
+    ----------
+    model : Sequential
+    path : path-like
+        Target file, conventionally ``*.npz``; replaced only once the new file is complete.
+    optimizer : Optimizer, optional
+        Saved with its state (moments, step count) so training resumes exactly.
+    history : History, optional
+    metadata : dict, optional
+        Extra JSON-serialisable information kept with the model.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    ValueError
+        If a parameter is NaN or infinite (a diverged model never replaces a saved one).
+    """
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be a chainrule Sequential, got {type(model).__name__}")
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {}
+    for name, value in model.params.items():
+        check_finite(value, f"parameter {name}")
+        arrays[f"params/{name}"] = value
+    for name, value in model.buffers.items():
+        check_finite(value, f"buffer {name}")
+        arrays[f"buffers/{name}"] = value
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "chainrule_version": _version(),
+        "dtype": model.dtype.name,
+        "layers": model.config(),
+        "rng_states": {
+            str(i): layer.rng.bit_generator.state
+            for i, layer in enumerate(model.layers)
+            if isinstance(layer, Dropout)
+        },
+        "optimizer": None,
+        "history": history.to_dict() if history is not None else None,
+        "metadata": metadata or {},
+    }
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        meta["optimizer"] = {k: state[k] for k in ("type", "config", "iterations")}
+        meta["optimizer"]["slots"] = {name: sorted(slots) for name, slots in state["state"].items()}
+        for name, slots in state["state"].items():
+            for slot, value in slots.items():
+                arrays[f"optimizer/{name}/{slot}"] = value
+    try:
+        meta_bytes = json.dumps(meta, indent=1, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata must be JSON-serialisable and finite: {exc}") from exc
+
+    def write(f: BinaryIO) -> None:
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+            zf.writestr(_METADATA, meta_bytes)
+            for key, value in arrays.items():
+                with zf.open(f"{key}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.ascontiguousarray(value))
+
+    atomic_write(path, write)
+    return path
+
+
+def load(path: str | os.PathLike[str]) -> Sequential:
+    """Load a model saved by :func:`save`; it predicts as the saved one did.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not a complete, consistent chainrule model (truncated, tampered, a pickle).
+    """
+    return load_checkpoint(path).model
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Load a model with its optimizer state, history and metadata (see :func:`save`).
+
+    Resume training with ``fit(ckpt.model, ..., optimizer=ckpt.optimizer,
+    initial_epoch=ckpt.next_epoch, seed=<the same seed>)``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return _read(zf, path)
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        zlib.error,
+        EOFError,
+        OSError,
+        NotImplementedError,  # an unsupported compression method
+        RuntimeError,  # an encrypted member
+    ) as exc:
+        raise ValueError(f"{path} is not a readable chainrule model file: {exc}") from exc
+
+
+# -- reading ---------------------------------------------------------------------------------------
+def _read(zf: zipfile.ZipFile, path: Path) -> Checkpoint:
+    def bad(problem: str) -> ValueError:
+        return ValueError(f"{path} is not a valid chainrule model file: {problem}")
+
+    infos = {info.filename: info for info in zf.infolist()}
+    meta = _read_metadata(zf, infos, bad)
+    try:
+        dtype = np.dtype(meta["dtype"])
+        model = Sequential.from_config(meta["layers"], dtype)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise bad(f"bad architecture or dtype in metadata ({exc})") from exc
+    if not np.issubdtype(dtype, np.floating):
+        raise bad(f"dtype must be floating, got {dtype}")
+
+    expected = {f"params/{k}.npy": v for k, v in model.params.items()}
+    expected |= {f"buffers/{k}.npy": v for k, v in model.buffers.items()}
+    opt_meta = meta.get("optimizer")
+    opt_arrays: dict[str, dict[str, np.ndarray]] = {}
+    if opt_meta is not None:
+        slots = opt_meta.get("slots") if isinstance(opt_meta, dict) else None
+        if not isinstance(slots, dict):
+            raise bad("optimizer metadata has no slot list")
+        for name, names in slots.items():
+            if name not in model.params or not isinstance(names, list):
+                raise bad(f"optimizer state for unknown parameter {name!r}")
+            opt_arrays[name] = {}
+            for slot in names:
+                expected[f"optimizer/{name}/{slot}.npy"] = model.params[name]
+    members = set(infos) - {_METADATA}
+    if members != set(expected):
+        missing, extra = sorted(set(expected) - members), sorted(members - set(expected))
+        raise bad(f"arrays do not match the architecture (missing {missing}, unexpected {extra})")
+
+    for member, target in expected.items():
+        value = _read_array(zf, infos[member], bad)
+        if value.shape != target.shape or value.dtype != target.dtype:
+            raise bad(
+                f"{member} has shape {value.shape} and dtype {value.dtype}, the architecture "
+                f"needs {target.shape} and {target.dtype}"
+            )
+        if not np.isfinite(value).all():
+            raise bad(f"{member} contains NaN or infinity")
+        if member.startswith("optimizer/"):
+            _, name, slot = member[: -len(".npy")].split("/", 2)
+            opt_arrays[name][slot] = value
+        else:
+            target[...] = value
+
+    for index, state in (meta.get("rng_states") or {}).items():
+        try:
+            layer = model.layers[int(index)]
+            assert isinstance(layer, Dropout)
+            layer.rng.bit_generator.state = state
+        except (AssertionError, IndexError, KeyError, TypeError, ValueError) as exc:
+            raise bad(f"bad random-generator state for layer {index}") from exc
+
+    optimizer = None
+    if opt_meta is not None:
+        try:
+            optimizer = OPTIMIZERS[opt_meta["type"].lower()](**opt_meta["config"])
+            optimizer.load_state_dict({"iterations": opt_meta["iterations"], "state": opt_arrays})
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise bad(f"bad optimizer state ({exc!r})") from exc
+    history = None
+    if meta.get("history") is not None:
+        try:
+            history = History.from_dict(meta["history"])
+        except (TypeError, ValueError) as exc:
+            raise bad(f"bad history ({exc})") from exc
+    user = meta.get("metadata") or {}
+    return Checkpoint(model, optimizer, history, user if isinstance(user, dict) else {})
+
+
+def _read_metadata(zf: zipfile.ZipFile, infos: dict[str, zipfile.ZipInfo], bad: Any) -> dict:
+    info = infos.get(_METADATA)
+    if info is None:
+        raise bad(f"no {_METADATA} (is it a plain NumPy archive?)")
+    if info.file_size > _MAX_METADATA_BYTES:
+        raise bad(f"{_METADATA} declares {info.file_size} bytes")
+    try:
+        with zf.open(info) as f:
+            meta = json.loads(f.read(_MAX_METADATA_BYTES + 1))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise bad(f"{_METADATA} is not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise bad(f"{_METADATA} does not describe a {FORMAT!r}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise bad(
+            f"format version {meta.get('format_version')!r}; this chainrule reads version "
+            f"{FORMAT_VERSION}"
+        )
+    return meta
+
+
+def _read_array(zf: zipfile.ZipFile, info: zipfile.ZipInfo, bad: Any) -> np.ndarray:
+    """Read one ``.npy`` member, checking its header against its real size before allocating."""
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise bad(f"{info.filename} is compressed; model files store arrays uncompressed")
+    with zf.open(info) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        except (ValueError, SyntaxError, TypeError) as exc:
+            raise bad(f"{info.filename} has a bad .npy header ({exc})") from exc
+        if dtype.hasobject or dtype.fields is not None:
+            raise bad(f"{info.filename} holds Python objects or records; refused (no pickle)")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes != info.file_size - f.tell():
+            raise bad(
+                f"{info.filename} declares {shape} {dtype} ({nbytes} bytes) but holds "
+                f"{info.file_size - f.tell()} bytes"
+            )
+        data = f.read(nbytes)
+        if len(data) != nbytes or f.read(1):  # reading to the end also checks the CRC
+            raise bad(f"{info.filename} is truncated")
+    array = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+    return array if dtype.isnative else array.astype(dtype.newbyteorder("="))
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None] | bytes) -> Path:
+    """Create or replace the file ``path`` so that it is never seen half-written.
+
+    ``write`` (a function given the open binary file, or the bytes themselves) fills a temporary
+    file in the same directory, which is flushed to disk and then renamed over ``path``. If
+    anything fails, the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    directory = path.parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if isinstance(write, bytes):
+                f.write(write)
+            else:
+                write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_directory(directory)
+    return path
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__

@@ -1,0 +1,362 @@
+"""Networks: a :class:`Sequential` stack of layers and the :class:`MLP` / :class:`DNN` builders.
+
+Forward inference runs the layers in order and each layer keeps its intermediate result; backward
+runs them in reverse, each turning ``dL/d(output)`` into ``dL/d(input)`` with its cache. One forward
+and one backward pass give the gradient of every parameter.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import functional as F
+from ._checks import as_generator, check_array, check_finite, check_int, check_positive
+from .layers import ACTIVATIONS, LAYERS, BatchNorm, Dense, Dropout, Layer, Sigmoid, Softmax
+
+__all__ = ["DNN", "MLP", "Sequential", "as_input"]
+
+
+def as_input(x: Any, dtype: np.dtype, name: str = "x") -> np.ndarray:
+    """Convert a batch of inputs to the model's floating ``dtype``, checking it on the way.
+
+    ``uint8`` arrays are taken as 8-bit pixel intensities and scaled to [0, 1], so image data can
+    stay in memory as bytes (a quarter of float32) and be converted one batch at a time. Other
+    integer arrays are converted as they are; NaN or infinity is refused.
+    """
+    x = check_array(x, name)
+    if x.dtype == np.uint8:
+        return x.astype(dtype) * dtype.type(1 / 255)
+    x = x.astype(dtype, copy=False)
+    check_finite(x, name)
+    return x
+
+
+class Sequential:
+    """A stack of layers applied in order.
+
+    Parameters are addressed by stable names ``"{layer index}.{key}"`` (``"0.W"``, ``"0.b"``,
+    ``"2.W"`` ...), which is how optimizers keep their state and how models are saved.
+
+    Parameters
+    ----------
+    *layers : Layer
+        The layers, input side first.
+
+    Examples
+    --------
+    >>> import chainrule as cr
+    >>> net = cr.Sequential(cr.Dense(4, 8, rng=0), cr.ReLU(), cr.Dense(8, 3, rng=1))
+    >>> net.forward(np.ones((2, 4))).shape
+    (2, 3)
+    >>> sorted(net.params)
+    ['0.W', '0.b', '2.W', '2.b']
+    """
+
+    def __init__(self, *layers: Layer) -> None:
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(
+                    f"Sequential: argument {i} must be a Layer, got {type(layer).__name__}"
+                )
+        self.layers: list[Layer] = list(layers)
+
+    # -- parameters -------------------------------------------------------------------------
+    def _named(self, attr: str) -> dict[str, np.ndarray]:
+        return {
+            f"{i}.{key}": value
+            for i, layer in enumerate(self.layers)
+            for key, value in getattr(layer, attr).items()
+        }
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """Every trainable parameter by name; the arrays are the layers' own (update in place)."""
+        return self._named("params")
+
+    @property
+    def grads(self) -> dict[str, np.ndarray]:
+        """``dL/dparam`` from the last backward, same keys as :attr:`params`."""
+        return self._named("grads")
+
+    @property
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Non-trainable state saved with the model (BatchNorm running statistics)."""
+        return self._named("buffers")
+
+    @property
+    def num_params(self) -> int:
+        """Number of trainable scalars."""
+        return sum(layer.num_params for layer in self.layers)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The floating dtype of the parameters (float32 for a network with none)."""
+        for p in self.params.values():
+            return p.dtype
+        return np.dtype(np.float32)
+
+    @property
+    def num_inputs(self) -> int | None:
+        """Features per input sample, if the first layer that fixes it says so."""
+        for layer in self.layers:
+            if isinstance(layer, Dense):
+                return layer.in_features
+            if isinstance(layer, BatchNorm):
+                return layer.num_features
+        return None
+
+    def astype(self, dtype: np.dtype | type) -> Sequential:
+        """Convert every parameter, gradient and buffer to ``dtype`` in place; returns ``self``."""
+        for layer in self.layers:
+            layer.astype(dtype)
+        return self
+
+    def copy(self) -> Sequential:
+        """A deep copy (parameters, buffers and random generators' states)."""
+        return copy.deepcopy(self)
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    # -- passes -----------------------------------------------------------------------------
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """Run every layer on the batch ``x``; each layer caches what its backward needs.
+
+        ``x`` is converted to the network's dtype (see :func:`as_input`).
+        """
+        return self._forward_trusted(as_input(x, self.dtype), training)
+
+    def _forward_trusted(self, x: np.ndarray, training: bool) -> np.ndarray:
+        """:meth:`forward` for a batch already checked and in the network's dtype (the training
+        loop checks its data set once, not every batch)."""
+        for layer in self.layers:
+            x = layer._call(x, training)
+        return x
+
+    def backward(self, dy: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """Back-propagate ``dy = dL/d(output)`` through every layer, last to first.
+
+        Fills every layer's ``grads`` and returns ``dL/dx`` for the network's input, or ``None``
+        with ``input_grad=False`` (training needs no input gradient, which saves the first
+        layer's largest matrix product).
+        """
+        last = len(self.layers) - 1
+        for i in range(last, -1, -1):
+            need_dx = i > 0 or input_grad
+            dy = self.layers[i]._backward_checked(dy, need_dx)  # type: ignore[assignment]
+        return dy
+
+    __call__ = forward
+
+    # -- inference --------------------------------------------------------------------------
+    def predict_proba(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """Class probabilities for ``x``, computed in batches in inference mode.
+
+        A final Softmax or Sigmoid layer's output is returned as it is; logits are turned into
+        probabilities by softmax (or by sigmoid for a single output unit).
+
+        Shape
+        -----
+        x : (N, features) -> (N, K)
+        """
+        batch_size = check_int(batch_size, "batch_size")
+        x = check_array(x, "x")
+        if x.ndim == 0 or x.shape[0] == 0:
+            raise ValueError(f"x must be a non-empty batch, got shape {x.shape}")
+        outputs = []
+        for start in range(0, x.shape[0], batch_size):
+            y = self.forward(x[start : start + batch_size])
+            if not self._outputs_probabilities:
+                y = F.sigmoid(y) if y.shape[1] == 1 else F.softmax(y)
+            outputs.append(y)
+        return np.concatenate(outputs)
+
+    def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """Predicted class ids ``(N,)``: the most probable class (probability > 0.5 for one
+        output unit)."""
+        batch_size = check_int(batch_size, "batch_size")
+        x = check_array(x, "x")
+        if x.ndim == 0 or x.shape[0] == 0:
+            raise ValueError(f"x must be a non-empty batch, got shape {x.shape}")
+        return np.concatenate(
+            [
+                self.classes(self.forward(x[i : i + batch_size]))
+                for i in range(0, len(x), batch_size)
+            ]
+        )
+
+    @property
+    def _outputs_probabilities(self) -> bool:
+        return isinstance(self.layers[-1], (Softmax, Sigmoid))
+
+    def classes(self, out: np.ndarray) -> np.ndarray:
+        """Class ids ``(N,)`` from this network's raw output ``(N, K)``: the arg-max, or for a
+        single output unit, probability > 0.5 (logit > 0 when there is no final Sigmoid).
+
+        No softmax is needed for the arg-max, which is why :meth:`predict` skips it.
+        """
+        if out.shape[1] == 1:
+            threshold = 0.5 if self._outputs_probabilities else 0.0
+            return (out[:, 0] > threshold).astype(np.int64)
+        return out.argmax(axis=1)
+
+    # -- description ------------------------------------------------------------------------
+    def config(self) -> list[dict[str, Any]]:
+        """The architecture as JSON-serialisable data: one ``{"type", "config"}`` per layer."""
+        return [{"type": type(layer).__name__, "config": layer.config()} for layer in self.layers]
+
+    @classmethod
+    def from_config(cls, layers: Sequence[dict[str, Any]], dtype: np.dtype | type) -> Sequential:
+        """Rebuild a network from :meth:`config` (parameters freshly initialised)."""
+        built = []
+        for i, spec in enumerate(layers):
+            kind = spec.get("type") if isinstance(spec, dict) else None
+            if kind not in LAYERS:
+                raise ValueError(f"layer {i}: unknown layer type {kind!r}; known: {sorted(LAYERS)}")
+            kwargs = dict(spec.get("config", {}))
+            if kind in ("Dense", "BatchNorm"):
+                kwargs["dtype"] = dtype
+            try:
+                built.append(LAYERS[kind](**kwargs))
+            except TypeError as exc:
+                raise ValueError(f"layer {i} ({kind}): bad configuration {kwargs}: {exc}") from exc
+        return Sequential(*built)
+
+    def summary(self) -> str:
+        """A table of the layers, their output widths and parameter counts."""
+        rows = [f"{'#':>3}  {'layer':<24}{'params':>10}"]
+        for i, layer in enumerate(self.layers):
+            rows.append(f"{i:>3}  {layer!r:<24}{layer.num_params:>10,}")
+        rows.append(f"     {'total':<24}{self.num_params:>10,}")
+        return "\n".join(rows)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(repr(layer) for layer in self.layers)
+        return f"{type(self).__name__}({inner})"
+
+
+class MLP(Sequential):
+    """A multi-layer perceptron: ``Dense -> activation [-> BatchNorm] [-> Dropout]`` per hidden
+    layer, then an output ``Dense`` (and an optional output activation).
+
+    Parameters
+    ----------
+    num_input : int
+        Features per sample (784 for MNIST).
+    hidden : sequence of int
+        Width of each hidden layer, input side first.
+    num_output : int
+        Output units (10 classes for MNIST).
+    activation : {"relu", "leaky_relu", "sigmoid", "tanh"}
+        Hidden activation.
+    output_activation : {None, "softmax", "sigmoid"}
+        None leaves logits (for SoftmaxCrossEntropy or BinaryCrossEntropy(from_logits=True)).
+    init : {"he", "xavier", "normal"} or None
+        Weight initialiser; None picks He for ReLU-like activations and Xavier otherwise.
+    dropout : float
+        Dropout probability after each hidden activation (0 adds no Dropout layer).
+    batchnorm : bool
+        Add BatchNorm after each hidden Dense layer.
+    rng : numpy.random.Generator, int or None
+        Source of initial weights and dropout masks.
+    dtype : floating dtype
+
+    Examples
+    --------
+    >>> net = MLP(784, [256, 128], 10, rng=0)
+    >>> net.num_params
+    235146
+    """
+
+    def __init__(
+        self,
+        num_input: int,
+        hidden: Sequence[int],
+        num_output: int,
+        activation: str = "relu",
+        output_activation: str | None = None,
+        init: str | None = None,
+        dropout: float = 0.0,
+        batchnorm: bool = False,
+        rng: np.random.Generator | int | None = None,
+        dtype: np.dtype | type = np.float32,
+    ) -> None:
+        if activation not in ACTIVATIONS or activation == "softmax":
+            raise ValueError(
+                f"Unknown activation {activation!r}; choose one of "
+                f"{sorted(set(ACTIVATIONS) - {'softmax'})}"
+            )
+        if output_activation not in (None, "softmax", "sigmoid"):
+            raise ValueError(
+                f"Invalid output_activation: {output_activation!r} (None, 'softmax' or 'sigmoid')"
+            )
+        dropout = check_positive(dropout, "dropout", allow_zero=True)
+        if dropout >= 1:
+            raise ValueError(f"Invalid dropout: {dropout!r} (must be in [0, 1))")
+        if init is None:
+            init = "he" if activation in ("relu", "leaky_relu") else "xavier"
+        rng = as_generator(rng)
+        sizes = [check_int(num_input, "num_input")]
+        sizes += [check_int(h, "hidden width") for h in hidden]
+        sizes.append(check_int(num_output, "num_output"))
+        layers: list[Layer] = []
+        for fan_in, fan_out in itertools.pairwise(sizes[:-1]):
+            layers.append(Dense(fan_in, fan_out, init=init, rng=rng, dtype=dtype))
+            if batchnorm:
+                layers.append(BatchNorm(fan_out, dtype=dtype))
+            layers.append(ACTIVATIONS[activation]())
+            if dropout:
+                layers.append(Dropout(dropout, rng=rng))
+        out_init = "xavier" if init == "he" else init  # no ReLU follows the output layer
+        layers.append(Dense(sizes[-2], sizes[-1], init=out_init, rng=rng, dtype=dtype))
+        if output_activation is not None:
+            layers.append(ACTIVATIONS[output_activation]())
+        super().__init__(*layers)
+
+
+class DNN(MLP):
+    """The notes' deep network: ``hidden_depth`` hidden layers of ``num_neuron`` units each.
+
+    Parameters
+    ----------
+    hidden_depth : int
+        Number of hidden layers.
+    num_neuron : int
+        Units in each hidden layer.
+    num_input, num_output : int
+        Input features and output units.
+    activation : str
+        Hidden activation (the notes use ``"sigmoid"``).
+    **kwargs
+        Passed to :class:`MLP` (``output_activation``, ``init``, ``dropout``, ``batchnorm``,
+        ``rng``, ``dtype``).
+
+    Examples
+    --------
+    >>> net = DNN(hidden_depth=5, num_neuron=32, num_input=10, num_output=2, rng=0)
+    >>> len([layer for layer in net.layers if isinstance(layer, Dense)])
+    6
+    """
+
+    def __init__(
+        self,
+        hidden_depth: int = 5,
+        num_neuron: int = 32,
+        num_input: int = 10,
+        num_output: int = 2,
+        activation: str = "sigmoid",
+        **kwargs: Any,
+    ) -> None:
+        depth = check_int(hidden_depth, "hidden_depth", minimum=0)
+        width = check_int(num_neuron, "num_neuron")
+        super().__init__(num_input, [width] * depth, num_output, activation, **kwargs)

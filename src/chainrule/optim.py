@@ -1,0 +1,295 @@
+"""Optimizers: a few lines each over paired ``params`` / ``grads`` dicts.
+
+``optimizer.step(params, grads)`` updates every array of ``params`` in place from the array of the
+same name in ``grads``. Per-parameter state (velocities, moment estimates) is kept by name, so it
+can be saved with the model and training resumed exactly (:meth:`Optimizer.state_dict`).
+
+``weight_decay`` adds ``weight_decay * param`` to each gradient (L2 regularisation), except in
+:class:`AdamW`, which decays the weights directly (decoupled weight decay).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ._checks import check_int, check_positive
+from .gradcheck import numerical_gradient
+
+__all__ = [
+    "OPTIMIZERS",
+    "SGD",
+    "AdaGrad",
+    "Adam",
+    "AdamW",
+    "Momentum",
+    "Nesterov",
+    "Optimizer",
+    "RMSProp",
+    "gradient_descent",
+]
+
+
+def _fraction(value: Any, name: str) -> float:
+    v = check_positive(value, name, allow_zero=True)
+    if v >= 1.0:
+        raise ValueError(f"Invalid {name}: {value!r} (must be in [0, 1))")
+    return v
+
+
+class Optimizer:
+    """Base class.
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate (>= 0; 0 leaves the parameters unchanged). ``lr`` may be changed
+        between steps (a schedule does).
+    weight_decay : float
+        L2 penalty coefficient (>= 0).
+    """
+
+    #: Names of the per-parameter state arrays, created as zeros on the first step.
+    slots: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, lr: float = 0.01, weight_decay: float = 0.0) -> None:
+        self.lr = check_positive(lr, "learning rate", allow_zero=True)
+        self.weight_decay = check_positive(weight_decay, "weight_decay", allow_zero=True)
+        self.iterations = 0
+        self.state: dict[str, dict[str, np.ndarray]] = {}
+
+    def step(self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> None:
+        """Update every array of ``params`` in place using ``grads`` (same keys)."""
+        if params.keys() != grads.keys():
+            raise ValueError(
+                f"params and grads must have the same names, got {sorted(params)} and "
+                f"{sorted(grads)}"
+            )
+        self.iterations += 1
+        for name, p in params.items():
+            g = grads[name]
+            if self.weight_decay and not self.decoupled:
+                g = g + self.weight_decay * p
+            if name not in self.state:
+                self.state[name] = {slot: np.zeros_like(p) for slot in self.slots}
+            self._update(p, g, self.state[name])
+
+    #: AdamW applies weight decay to the weights, not through the gradient.
+    decoupled: ClassVar[bool] = False
+
+    def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """Hyper-parameters that rebuild this optimizer (JSON-serialisable)."""
+        return {"lr": self.lr, "weight_decay": self.weight_decay}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly: hyper-parameters, step count, state arrays."""
+        return {
+            "type": type(self).__name__,
+            "config": self.config(),
+            "iterations": self.iterations,
+            "state": {name: dict(slots) for name, slots in self.state.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (arrays are copied)."""
+        self.iterations = check_int(state["iterations"], "iterations", minimum=0)
+        self.state = {
+            name: {slot: np.array(arr) for slot, arr in slots.items()}
+            for name, slots in state["state"].items()
+        }
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Plain (mini-batch stochastic) gradient descent: ``p -= lr * g``.
+
+    Examples
+    --------
+    >>> p, g = {"w": np.array([1.0, 2.0])}, {"w": np.array([0.5, -1.0])}
+    >>> SGD(lr=0.1).step(p, g); p["w"]
+    array([0.95, 2.1 ])
+    """
+
+    def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        p -= self.lr * g
+
+
+class Momentum(SGD):
+    """SGD with momentum: ``v = momentum * v - lr * g; p += v``."""
+
+    slots = ("v",)
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0) -> None:
+        super().__init__(lr, weight_decay)
+        self.momentum = _fraction(momentum, "momentum")
+
+    def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        v = state["v"]
+        v *= self.momentum
+        v -= self.lr * g
+        p += v
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "momentum": self.momentum}
+
+
+class Nesterov(Momentum):
+    """Nesterov accelerated gradient, in the form that needs no look-ahead evaluation:
+    ``v = momentum * v - lr * g; p += momentum * v - lr * g``."""
+
+    def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        v = state["v"]
+        v *= self.momentum
+        v -= self.lr * g
+        p += self.momentum * v - self.lr * g
+
+
+class AdaGrad(Optimizer):
+    """Per-parameter rates from the sum of squared gradients:
+    ``h += g**2; p -= lr * g / (sqrt(h) + eps)``."""
+
+    slots = ("h",)
+
+    def __init__(self, lr: float = 0.01, eps: float = 1e-7, weight_decay: float = 0.0) -> None:
+        super().__init__(lr, weight_decay)
+        self.eps = check_positive(eps, "eps")
+
+    def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        h = state["h"]
+        h += g * g
+        p -= self.lr * g / (np.sqrt(h) + self.eps)
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "eps": self.eps}
+
+
+class RMSProp(AdaGrad):
+    """AdaGrad with a decaying average: ``h = rho * h + (1 - rho) * g**2``."""
+
+    def __init__(
+        self, lr: float = 0.001, rho: float = 0.9, eps: float = 1e-7, weight_decay: float = 0.0
+    ) -> None:
+        super().__init__(lr, eps, weight_decay)
+        self.rho = _fraction(rho, "rho")
+
+    def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        h = state["h"]
+        h *= self.rho
+        h += (1 - self.rho) * g * g
+        p -= self.lr * g / (np.sqrt(h) + self.eps)
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "rho": self.rho}
+
+
+class Adam(Optimizer):
+    """Adam: bias-corrected first and second moment estimates.
+
+    ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g**2``,
+    ``p -= lr * m_hat / (sqrt(v_hat) + eps)`` with ``m_hat = m / (1 - b1**t)``,
+    ``v_hat = v / (1 - b2**t)``.
+    """
+
+    slots = ("m", "v")
+
+    def __init__(
+        self,
+        lr: float = 0.001,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(lr, weight_decay)
+        self.beta1 = _fraction(beta1, "beta1")
+        self.beta2 = _fraction(beta2, "beta2")
+        self.eps = check_positive(eps, "eps")
+
+    def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        m, v, t = state["m"], state["v"], self.iterations
+        m *= self.beta1
+        m += (1 - self.beta1) * g
+        v *= self.beta2
+        v += (1 - self.beta2) * (g * g)
+        # Fold both bias corrections into one step size (Kingma & Ba, section 2).
+        step = self.lr * np.sqrt(1 - self.beta2**t) / (1 - self.beta1**t)
+        eps_hat = self.eps * np.sqrt(1 - self.beta2**t)
+        p -= step * m / (np.sqrt(v) + eps_hat)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            **super().config(),
+            "beta1": self.beta1,
+            "beta2": self.beta2,
+            "eps": self.eps,
+        }
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: ``p -= lr * weight_decay * p`` before the Adam step."""
+
+    decoupled = True
+
+    def __init__(
+        self,
+        lr: float = 0.001,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+    ) -> None:
+        super().__init__(lr, beta1, beta2, eps, weight_decay)
+
+    def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        p *= 1 - self.lr * self.weight_decay
+        super()._update(p, g, state)
+
+
+#: Optimizers by the names the CLI and saved models use.
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": SGD,
+    "momentum": Momentum,
+    "nesterov": Nesterov,
+    "adagrad": AdaGrad,
+    "rmsprop": RMSProp,
+    "adam": Adam,
+    "adamw": AdamW,
+}
+
+
+def gradient_descent(
+    f: Callable[[np.ndarray], float],
+    init_x: np.ndarray,
+    lr: float = 0.01,
+    step_num: int = 100,
+    grad: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Minimise ``f`` from ``init_x`` by ``x -= lr * grad(x)``, ``step_num`` times.
+
+    ``grad`` defaults to the central-difference :func:`~chainrule.numerical_gradient` of ``f``,
+    as in the notes. Returns the end point and the path, shape ``(step_num + 1, *x.shape)``.
+
+    Examples
+    --------
+    >>> x, path = gradient_descent(lambda v: float(np.sum(v**2)), np.array([-3.0, 4.0]), lr=0.1)
+    >>> bool(np.abs(x).max() < 1e-8)
+    True
+    """
+    check_positive(lr, "learning rate")
+    step_num = check_int(step_num, "step_num", minimum=0)
+    x = np.array(init_x, dtype=np.float64)
+    gradient = grad if grad is not None else (lambda v: numerical_gradient(f, v))
+    path = [x.copy()]
+    with np.errstate(over="ignore", invalid="ignore"):  # a too-large lr diverges, visibly
+        for _ in range(step_num):
+            x = x - lr * gradient(x)
+            path.append(x.copy())
+    return x, np.array(path)

@@ -1,0 +1,357 @@
+"""Training: :func:`fit`, :func:`evaluate`, the :class:`History` and callbacks.
+
+One training step is the notes' loop done in the right order: forward through every layer (each
+caches its intermediate result), the loss and its gradient, backward through every layer (each
+turns ``dL/d(output)`` into its parameter gradients and ``dL/d(input)``), and only then the
+optimizer updates the parameters, so no layer's weights change before the layer below has
+back-propagated through them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._checks import check_array, check_int
+from .data import Batches, check_dataset, train_validation_split
+from .losses import Loss
+from .metrics import to_labels
+from .network import Sequential
+from .optim import Optimizer
+from .schedules import Schedule
+
+__all__ = [
+    "Callback",
+    "DivergenceError",
+    "EarlyStopping",
+    "History",
+    "LearningRateScheduler",
+    "TrainingRun",
+    "evaluate",
+    "fit",
+]
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced NaN or infinity; the model holds the weights from before that epoch."""
+
+    def __init__(self, epoch: int, batch: int, what: str) -> None:
+        super().__init__(
+            f"training diverged at epoch {epoch + 1}, batch {batch + 1}: {what}. The model's "
+            f"weights were restored to the end of epoch {epoch}; try a smaller learning rate"
+        )
+        self.epoch, self.batch = epoch, batch
+
+
+@dataclass
+class History:
+    """Per-epoch records of a :func:`fit` run (``val_*`` stay empty without validation data).
+
+    ``accuracy`` is measured on the training batches as they were trained (in training mode, so
+    with dropout), like Keras; evaluate the model afterwards for the inference-mode figure.
+    """
+
+    epoch: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    def append(self, **record: float) -> None:
+        for key, value in record.items():
+            getattr(self, key).append(value)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> History:
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown history keys {sorted(unknown)}")
+        return cls(**{k: list(v) for k, v in data.items()})
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+
+@dataclass
+class TrainingRun:
+    """What callbacks see of a running :func:`fit`; set ``stop = True`` to end after this epoch."""
+
+    model: Sequential
+    optimizer: Optimizer
+    history: History
+    epochs: int
+    batches_per_epoch: int
+    stop: bool = False
+
+
+class Callback:
+    """Hooks called by :func:`fit`; override the ones you need."""
+
+    def on_train_begin(self, run: TrainingRun) -> None: ...
+
+    def on_epoch_begin(self, run: TrainingRun, epoch: int) -> None: ...
+
+    def on_batch_end(self, run: TrainingRun, batch: int, loss: float) -> None: ...
+
+    def on_epoch_end(self, run: TrainingRun, epoch: int, logs: dict[str, float]) -> None: ...
+
+    def on_train_end(self, run: TrainingRun) -> None: ...
+
+
+class LearningRateScheduler(Callback):
+    """Set the optimizer's learning rate at the start of each epoch from a schedule.
+
+    Examples
+    --------
+    >>> from chainrule.schedules import CosineLR
+    >>> callback = LearningRateScheduler(CosineLR(epochs=10))
+    """
+
+    def __init__(self, schedule: Schedule) -> None:
+        if not callable(schedule):
+            raise TypeError(f"schedule must be callable (epoch, base_lr) -> lr, got {schedule!r}")
+        self.schedule = schedule
+        self.base_lr: float | None = None
+
+    def on_train_begin(self, run: TrainingRun) -> None:
+        if self.base_lr is None:
+            self.base_lr = run.optimizer.lr
+
+    def on_epoch_begin(self, run: TrainingRun, epoch: int) -> None:
+        assert self.base_lr is not None
+        run.optimizer.lr = float(self.schedule(epoch, self.base_lr))
+
+
+class EarlyStopping(Callback):
+    """Stop when a monitored figure has not improved for ``patience`` epochs.
+
+    Parameters
+    ----------
+    monitor : str
+        A :class:`History` field: ``"val_loss"`` (default), ``"val_accuracy"``, ``"loss"`` ...
+        Loss-like figures must decrease, accuracy-like figures increase.
+    patience : int
+        Epochs without improvement tolerated before stopping.
+    min_delta : float
+        Smallest change that counts as an improvement.
+    restore_best_weights : bool
+        At the end, put back the parameters and buffers of the best epoch.
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        patience: int = 5,
+        min_delta: float = 0.0,
+        restore_best_weights: bool = True,
+    ) -> None:
+        if monitor not in History.__dataclass_fields__ or monitor in ("epoch", "lr", "seconds"):
+            raise ValueError(f"Invalid monitor: {monitor!r} (e.g. 'val_loss', 'val_accuracy')")
+        self.monitor = monitor
+        self.patience = check_int(patience, "patience", minimum=0)
+        self.min_delta = abs(float(min_delta))
+        self.restore_best_weights = restore_best_weights
+        self.sign = 1.0 if monitor.endswith("accuracy") else -1.0  # +1: bigger is better
+        self.best_epoch: int | None = None
+        self._best = -np.inf
+        self._best_state: dict[str, np.ndarray] | None = None
+        self._wait = 0
+
+    def on_epoch_end(self, run: TrainingRun, epoch: int, logs: dict[str, float]) -> None:
+        if self.monitor not in logs:
+            raise ValueError(
+                f"EarlyStopping monitors {self.monitor!r}, which this run does not record "
+                f"(it records {sorted(logs)}); pass validation data or monitor 'loss'"
+            )
+        score = self.sign * logs[self.monitor]
+        if score > self._best + self.min_delta:
+            self._best, self.best_epoch, self._wait = score, epoch, 0
+            if self.restore_best_weights:
+                self._best_state = _snapshot(run.model)
+        else:
+            self._wait += 1
+            if self._wait > self.patience:
+                run.stop = True
+
+    def on_train_end(self, run: TrainingRun) -> None:
+        if self.restore_best_weights and self._best_state is not None:
+            _restore(run.model, self._best_state)
+
+
+def _snapshot(model: Sequential) -> dict[str, np.ndarray]:
+    return {k: v.copy() for k, v in {**model.params, **model.buffers}.items()}
+
+
+def _restore(model: Sequential, state: dict[str, np.ndarray]) -> None:
+    for key, value in {**model.params, **model.buffers}.items():
+        value[...] = state[key]
+
+
+def fit(
+    model: Sequential,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    loss: Loss,
+    optimizer: Optimizer,
+    epochs: int,
+    batch_size: int = 32,
+    validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+    validation_split: float = 0.0,
+    seed: int | None = None,
+    callbacks: Sequence[Callback] | None = None,
+    initial_epoch: int = 0,
+) -> History:
+    """Train ``model`` by mini-batch back-propagation.
+
+    Parameters
+    ----------
+    model : Sequential
+    x : ndarray (N, features)
+        Training inputs; ``uint8`` images stay bytes in memory and are scaled to [0, 1] per batch.
+    y : ndarray (N,) labels or (N, K) targets
+    loss : Loss
+    optimizer : Optimizer
+    epochs : int
+        Index of the last epoch: training runs epochs ``initial_epoch .. epochs - 1``.
+    batch_size : int
+    validation_data : (x_val, y_val), optional
+        Evaluated in inference mode after every epoch.
+    validation_split : float
+        Instead of ``validation_data``, hold out this fraction of ``(x, y)`` (chosen by ``seed``).
+    seed : int, optional
+        Seeds the split and each epoch's shuffle. Epoch ``e`` is shuffled by a generator seeded
+        with ``(seed, e)``, so a run resumed at ``initial_epoch`` continues exactly as if it had
+        not stopped. Dropout draws from its own generator, held by the layer (and saved with it).
+    callbacks : sequence of Callback
+    initial_epoch : int
+        Epoch to start from when resuming (see :func:`chainrule.io.load_checkpoint`).
+
+    Returns
+    -------
+    History
+
+    Raises
+    ------
+    DivergenceError
+        If the loss or the network's output becomes NaN or infinite; the model's parameters are
+        put back to what they were at the start of that epoch.
+
+    Examples
+    --------
+    >>> import numpy as np, chainrule as cr
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(200, 2)); y = (x[:, 0] * x[:, 1] > 0).astype(int)
+    >>> model = cr.MLP(2, [16], 2, rng=0)
+    >>> history = cr.fit(model, x, y, loss=cr.SoftmaxCrossEntropy(), optimizer=cr.Adam(0.05),
+    ...                  epochs=30, batch_size=20, seed=0)
+    >>> history.accuracy[-1] > 0.9
+    True
+    """
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be a chainrule Sequential, got {type(model).__name__}")
+    if not isinstance(loss, Loss):
+        raise TypeError(f"loss must be a chainrule Loss, got {type(loss).__name__}")
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be a chainrule Optimizer, got {type(optimizer).__name__}")
+    epochs = check_int(epochs, "epochs", minimum=0)
+    initial_epoch = check_int(initial_epoch, "initial_epoch", minimum=0)
+    x, y = check_array(x, "x"), check_array(y, "y")
+    check_dataset(x, y)
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]
+    seed = check_int(seed, "seed", minimum=0)
+    if validation_split:
+        if validation_data is not None:
+            raise ValueError("pass validation_data or validation_split, not both")
+        split_rng = np.random.default_rng([seed, 2**32])  # a stream no epoch number uses
+        (x, y), validation_data = train_validation_split(x, y, validation_split, split_rng)
+    if validation_data is not None:
+        if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
+            raise TypeError("validation_data must be a pair (x_val, y_val)")
+        x_val, y_val = (
+            check_array(validation_data[0], "x_val"),
+            check_array(validation_data[1], "y_val"),
+        )
+        check_dataset(x_val, y_val, "x_val", "y_val")
+
+    batches = Batches(x, y, batch_size, model.dtype)
+    history = History()
+    run = TrainingRun(model, optimizer, history, epochs, len(batches))
+    callbacks = list(callbacks or [])
+    for cb in callbacks:
+        cb.on_train_begin(run)
+    params, grads = model.params, model.grads  # the layers' own arrays, updated in place
+
+    for epoch in range(initial_epoch, epochs):
+        for cb in callbacks:
+            cb.on_epoch_begin(run, epoch)
+        start = time.perf_counter()
+        before = _snapshot(model)  # to undo a diverged epoch
+        shuffle = np.random.default_rng([seed, epoch])
+        total_loss = 0.0
+        correct = 0
+        for b, (xb, yb) in enumerate(batches.epoch(shuffle)):
+            out = model._forward_trusted(xb, training=True)
+            value = loss.forward(out, yb) if np.isfinite(out).all() else np.nan
+            if not np.isfinite(value):
+                _restore(model, before)
+                raise DivergenceError(epoch, b, f"loss is {value}")
+            model.backward(loss.backward(), input_grad=False)
+            optimizer.step(params, grads)
+            total_loss += value * len(xb)
+            correct += int(np.count_nonzero(model.classes(out) == to_labels(yb)))
+            for cb in callbacks:
+                cb.on_batch_end(run, b, value)
+        logs = {"loss": total_loss / len(x), "accuracy": correct / len(x)}
+        if validation_data is not None:
+            val = evaluate(model, x_val, y_val, loss)
+            logs.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+        seconds = time.perf_counter() - start
+        history.append(epoch=epoch, **logs, lr=optimizer.lr, seconds=seconds)
+        for cb in callbacks:
+            cb.on_epoch_end(run, epoch, logs)
+        if run.stop:
+            break
+    for cb in callbacks:
+        cb.on_train_end(run)
+    return history
+
+
+def evaluate(
+    model: Sequential,
+    x: np.ndarray,
+    y: np.ndarray,
+    loss: Loss | None = None,
+    batch_size: int = 1000,
+) -> dict[str, float]:
+    """Accuracy (and mean loss, if ``loss`` is given) of ``model`` on ``(x, y)`` in inference mode.
+
+    Returns
+    -------
+    dict
+        ``{"accuracy": ...}`` and ``"loss"`` when a loss is given.
+    """
+    x, y = check_array(x, "x"), check_array(y, "y")
+    check_dataset(x, y)
+    batch_size = check_int(batch_size, "batch_size")
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        out = model.forward(xb)
+        if loss is not None:
+            total_loss += loss.forward(out, yb) * len(xb)
+        correct += int(np.count_nonzero(model.classes(out) == to_labels(yb)))
+    result = {"accuracy": correct / len(x)}
+    if loss is not None:
+        result["loss"] = total_loss / len(x)
+    return result

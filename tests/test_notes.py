@@ -1,0 +1,52 @@
+"""The figures printed in the seed notes, reproduced."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import chainrule as cr
+
+# Seed 003: a "2" predicted with probability 0.6.
+T_ONEHOT = np.array([[0, 0, 1, 0, 0, 0, 0, 0, 0, 0]], dtype=float)
+Y = np.array([[0.1, 0.05, 0.6, 0.0, 0.05, 0.1, 0.0, 0.1, 0.0, 0.0]])
+
+
+def test_mse_of_seed_003_example():
+    assert cr.MeanSquaredError().forward(Y, T_ONEHOT) == pytest.approx(0.0195, abs=1e-12)
+    assert cr.MeanSquaredError(half=True).forward(Y, T_ONEHOT) == pytest.approx(0.00975, abs=1e-12)
+
+
+@pytest.mark.parametrize("target", [T_ONEHOT, np.array([2])], ids=["one-hot", "label"])
+def test_cross_entropy_of_seed_003_example(target):
+    assert cr.CrossEntropy().forward(Y, target) == pytest.approx(0.510825457099338, abs=1e-6)
+
+
+def test_numerical_gradient_of_sum_of_squares():
+    def f(x):
+        return float(np.sum(x**2))
+
+    x = np.array([-3.0, 4.0])
+    for method in ("central", "forward"):
+        g = cr.numerical_gradient(f, x, method=method)
+        np.testing.assert_allclose(g, [-6.0, 8.0], atol=1e-3 if method == "forward" else 1e-7)
+    np.testing.assert_array_equal(x, [-3.0, 4.0])  # restored exactly
+
+
+def test_gradient_descent_on_sum_of_squares_converges():
+    x, path = cr.optim.gradient_descent(lambda v: float(np.sum(v**2)), [-3.0, 4.0], 0.1, 100)
+    assert np.abs(x).max() < 1e-8
+    assert path.shape == (101, 2)
+
+
+def test_numerical_gradient_restores_on_error():
+    x = np.array([1.0, 2.0])
+
+    def f(v):
+        if v[1] != 2.0:
+            raise RuntimeError("boom")
+        return float(v.sum())
+
+    with pytest.raises(RuntimeError):
+        cr.numerical_gradient(f, x)
+    np.testing.assert_array_equal(x, [1.0, 2.0])
