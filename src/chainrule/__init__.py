@@ -7,7 +7,8 @@
 True
 """
 
-from . import metrics, optim, schedules
+from . import datasets, metrics, optim, schedules
+from ._version import __version__
 from .data import train_validation_split
 from .gradcheck import GradientCheckError, GradientCheckReport, gradient_check, numerical_gradient
 from .io import Checkpoint, load, load_checkpoint, save
@@ -31,8 +32,6 @@ from .train import (
     evaluate,
     fit,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DNN",
@@ -71,6 +70,7 @@ __all__ = [
     "StepLR",
     "Tanh",
     "__version__",
+    "datasets",
     "evaluate",
     "fit",
     "gradient_check",

@@ -31,6 +31,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ._checks import check_finite
+from ._version import __version__
 from .layers import Dropout
 from .network import Sequential
 from .optim import OPTIMIZERS, Optimizer
@@ -104,7 +105,7 @@ def save(
     meta: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "chainrule_version": _version(),
+        "chainrule_version": __version__,
         "dtype": model.dtype.name,
         "layers": model.config(),
         "rng_states": {
@@ -337,9 +338,3 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__

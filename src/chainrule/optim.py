@@ -10,6 +10,7 @@ can be saved with the model and training resumed exactly (:meth:`Optimizer.state
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -30,6 +31,14 @@ __all__ = [
     "RMSProp",
     "gradient_descent",
 ]
+
+
+def _buffer(store: dict[str, np.ndarray], name: str, like: np.ndarray) -> np.ndarray:
+    """The scratch array ``store[name]`` shaped like ``like``, made on first use."""
+    buf = store.get(name)
+    if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
+        buf = store[name] = np.empty_like(like)
+    return buf
 
 
 def _fraction(value: Any, name: str) -> float:
@@ -59,6 +68,10 @@ class Optimizer:
         self.weight_decay = check_positive(weight_decay, "weight_decay", allow_zero=True)
         self.iterations = 0
         self.state: dict[str, dict[str, np.ndarray]] = {}
+        # Scratch arrays per parameter, reused every step so an update allocates nothing (not
+        # state: never saved).
+        self._scratch: dict[str, np.ndarray] = {}
+        self._decayed: dict[str, np.ndarray] = {}
 
     def step(self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> None:
         """Update every array of ``params`` in place using ``grads`` (same keys)."""
@@ -70,16 +83,26 @@ class Optimizer:
         self.iterations += 1
         for name, p in params.items():
             g = grads[name]
+            if g.shape != p.shape:
+                raise ValueError(f"gradient {name} has shape {g.shape}, parameter {p.shape}")
             if self.weight_decay and not self.decoupled:
-                g = g + self.weight_decay * p
+                g = np.multiply(p, self.weight_decay, out=_buffer(self._decayed, name, p))
+                g += grads[name]
             if name not in self.state:
                 self.state[name] = {slot: np.zeros_like(p) for slot in self.slots}
-            self._update(p, g, self.state[name])
+            self._update(p, g, self.state[name], _buffer(self._scratch, name, p))
 
     #: AdamW applies weight decay to the weights, not through the gradient.
     decoupled: ClassVar[bool] = False
 
-    def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+    def _update(
+        self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray], tmp: np.ndarray
+    ) -> None:
+        """Update ``p`` in place from ``g``; ``tmp`` is scratch space of ``p``'s shape and dtype.
+
+        Written with ``out=`` and in-place operators: no temporaries, and Python-float scalars,
+        which keep float32 arrays float32.
+        """
         raise NotImplementedError
 
     def config(self) -> dict[str, Any]:
@@ -118,8 +141,10 @@ class SGD(Optimizer):
     array([0.95, 2.1 ])
     """
 
-    def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
-        p -= self.lr * g
+    def _update(
+        self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray], tmp: np.ndarray
+    ) -> None:
+        p -= np.multiply(g, self.lr, out=tmp)
 
 
 class Momentum(SGD):
@@ -131,10 +156,12 @@ class Momentum(SGD):
         super().__init__(lr, weight_decay)
         self.momentum = _fraction(momentum, "momentum")
 
-    def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+    def _update(
+        self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray], tmp: np.ndarray
+    ) -> None:
         v = state["v"]
         v *= self.momentum
-        v -= self.lr * g
+        v -= np.multiply(g, self.lr, out=tmp)
         p += v
 
     def config(self) -> dict[str, Any]:
@@ -145,11 +172,14 @@ class Nesterov(Momentum):
     """Nesterov accelerated gradient, in the form that needs no look-ahead evaluation:
     ``v = momentum * v - lr * g; p += momentum * v - lr * g``."""
 
-    def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+    def _update(
+        self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray], tmp: np.ndarray
+    ) -> None:
         v = state["v"]
         v *= self.momentum
-        v -= self.lr * g
-        p += self.momentum * v - self.lr * g
+        v -= np.multiply(g, self.lr, out=tmp)
+        p -= tmp  # - lr * g
+        p += np.multiply(v, self.momentum, out=tmp)
 
 
 class AdaGrad(Optimizer):
@@ -162,10 +192,20 @@ class AdaGrad(Optimizer):
         super().__init__(lr, weight_decay)
         self.eps = check_positive(eps, "eps")
 
-    def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+    def _update(
+        self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray], tmp: np.ndarray
+    ) -> None:
         h = state["h"]
-        h += g * g
-        p -= self.lr * g / (np.sqrt(h) + self.eps)
+        h += np.multiply(g, g, out=tmp)
+        self._scaled_step(p, g, h, tmp)
+
+    def _scaled_step(self, p: np.ndarray, g: np.ndarray, h: np.ndarray, tmp: np.ndarray) -> None:
+        """``p -= lr * g / (sqrt(h) + eps)``."""
+        np.sqrt(h, out=tmp)
+        tmp += self.eps
+        np.divide(g, tmp, out=tmp)
+        tmp *= self.lr
+        p -= tmp
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "eps": self.eps}
@@ -180,11 +220,15 @@ class RMSProp(AdaGrad):
         super().__init__(lr, eps, weight_decay)
         self.rho = _fraction(rho, "rho")
 
-    def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+    def _update(
+        self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray], tmp: np.ndarray
+    ) -> None:
         h = state["h"]
         h *= self.rho
-        h += (1 - self.rho) * g * g
-        p -= self.lr * g / (np.sqrt(h) + self.eps)
+        np.multiply(g, g, out=tmp)
+        tmp *= 1 - self.rho
+        h += tmp
+        self._scaled_step(p, g, h, tmp)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "rho": self.rho}
@@ -213,16 +257,24 @@ class Adam(Optimizer):
         self.beta2 = _fraction(beta2, "beta2")
         self.eps = check_positive(eps, "eps")
 
-    def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+    def _update(
+        self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray], tmp: np.ndarray
+    ) -> None:
         m, v, t = state["m"], state["v"], self.iterations
         m *= self.beta1
-        m += (1 - self.beta1) * g
+        m += np.multiply(g, 1 - self.beta1, out=tmp)
         v *= self.beta2
-        v += (1 - self.beta2) * (g * g)
+        np.multiply(g, g, out=tmp)
+        tmp *= 1 - self.beta2
+        v += tmp
         # Fold both bias corrections into one step size (Kingma & Ba, section 2).
-        step = self.lr * np.sqrt(1 - self.beta2**t) / (1 - self.beta1**t)
-        eps_hat = self.eps * np.sqrt(1 - self.beta2**t)
-        p -= step * m / (np.sqrt(v) + eps_hat)
+        correction = math.sqrt(1 - self.beta2**t)
+        step = self.lr * correction / (1 - self.beta1**t)
+        np.sqrt(v, out=tmp)
+        tmp += self.eps * correction
+        np.divide(m, tmp, out=tmp)
+        tmp *= step
+        p -= tmp
 
     def config(self) -> dict[str, Any]:
         return {
@@ -248,9 +300,11 @@ class AdamW(Adam):
     ) -> None:
         super().__init__(lr, beta1, beta2, eps, weight_decay)
 
-    def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+    def _update(
+        self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray], tmp: np.ndarray
+    ) -> None:
         p *= 1 - self.lr * self.weight_decay
-        super()._update(p, g, state)
+        super()._update(p, g, state, tmp)
 
 
 #: Optimizers by the names the CLI and saved models use.
