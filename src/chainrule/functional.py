@@ -64,7 +64,9 @@ def log_sigmoid(x: Array) -> Array:
 
 def softplus(x: Array) -> Array:
     """``log(1 + exp(x))``, computed as ``max(x, 0) + log1p(exp(-|x|))`` so it never overflows."""
-    return np.maximum(x, 0.0) + np.log1p(exp(-np.abs(x)))
+    e = exp(-np.abs(x))
+    with np.errstate(under="ignore"):  # log1p of a subnormal e is e itself, also subnormal
+        return np.maximum(x, 0.0) + np.log1p(e)
 
 
 def relu(x: Array) -> Array:
@@ -104,7 +106,8 @@ def softmax(x: Array) -> Array:
     """
     z = x - x.max(axis=1, keepdims=True)
     exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
+    with np.errstate(under="ignore"):  # a subnormal exp(z) divided by the row sum
+        z /= z.sum(axis=1, keepdims=True)
     return z
 
 

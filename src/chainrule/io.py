@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 import tempfile
 import zipfile
 import zlib
@@ -102,6 +103,13 @@ def save(
     for name, value in model.buffers.items():
         check_finite(value, f"buffer {name}")
         arrays[f"buffers/{name}"] = value
+    # Dropout layers that draw from one generator (MLP builds them so) must share it after loading,
+    # or a resumed run draws different masks: each later one names the first layer using it.
+    first_user: dict[int, int] = {}
+    shared = {}
+    for i, layer in enumerate(model.layers):
+        if isinstance(layer, Dropout) and first_user.setdefault(id(layer.rng), i) != i:
+            shared[str(i)] = first_user[id(layer.rng)]
     meta: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -113,16 +121,19 @@ def save(
             for i, layer in enumerate(model.layers)
             if isinstance(layer, Dropout)
         },
+        "rng_shared": shared,
         "optimizer": None,
         "history": history.to_dict() if history is not None else None,
         "metadata": metadata or {},
     }
     if optimizer is not None:
         state = optimizer.state_dict()
-        meta["optimizer"] = {k: state[k] for k in ("type", "config", "iterations")}
+        meta["optimizer"] = {k: state[k] for k in ("type", "config", "iterations", "initial_lr")}
         meta["optimizer"]["slots"] = {name: sorted(slots) for name, slots in state["state"].items()}
         for name, slots in state["state"].items():
             for slot, value in slots.items():
+                # load() refuses non-finite arrays: never write a checkpoint it cannot read.
+                check_finite(value, f"optimizer state {name}/{slot}")
                 arrays[f"optimizer/{name}/{slot}"] = value
     try:
         meta_bytes = json.dumps(meta, indent=1, allow_nan=False).encode()
@@ -164,7 +175,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         raise FileNotFoundError(f"model file not found: {path}")
     try:
         with zipfile.ZipFile(path) as zf:
-            return _read(zf, path)
+            return _read(zf, path, path.stat().st_size)
+    except _InvalidModelFile as exc:  # already names the file and the problem
+        raise ValueError(str(exc)) from exc.__cause__
     except (
         zipfile.BadZipFile,
         zipfile.LargeZipFile,
@@ -173,24 +186,41 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         OSError,
         NotImplementedError,  # an unsupported compression method
         RuntimeError,  # an encrypted member
+        ValueError,  # e.g. a member name that is not valid UTF-8
+        OverflowError,
+        struct.error,
     ) as exc:
         raise ValueError(f"{path} is not a readable chainrule model file: {exc}") from exc
 
 
+class _InvalidModelFile(ValueError):
+    """Raised while reading a model file; the message names the file and what is wrong."""
+
+
 # -- reading ---------------------------------------------------------------------------------------
-def _read(zf: zipfile.ZipFile, path: Path) -> Checkpoint:
+def _read(zf: zipfile.ZipFile, path: Path, size: int) -> Checkpoint:
     def bad(problem: str) -> ValueError:
-        return ValueError(f"{path} is not a valid chainrule model file: {problem}")
+        return _InvalidModelFile(f"{path} is not a valid chainrule model file: {problem}")
 
     infos = {info.filename: info for info in zf.infolist()}
-    meta = _read_metadata(zf, infos, bad)
+    meta = _read_metadata(zf, infos, bad, size)
     try:
         dtype = np.dtype(meta["dtype"])
+        if not np.issubdtype(dtype, np.floating):
+            raise bad(f"dtype must be floating, got {dtype}")
+        # Every value of the architecture is stored in the file: check its size before building
+        # it, or a few bytes of JSON could ask for terabytes of freshly initialised weights.
+        values = _declared_values(meta["layers"])
+        if values * dtype.itemsize > size:
+            raise bad(
+                f"the architecture declares {values:,} {dtype} values "
+                f"({values * dtype.itemsize:,} bytes) but the file holds {size:,} bytes"
+            )
         model = Sequential.from_config(meta["layers"], dtype)
+    except _InvalidModelFile:
+        raise
     except (KeyError, TypeError, ValueError) as exc:
         raise bad(f"bad architecture or dtype in metadata ({exc})") from exc
-    if not np.issubdtype(dtype, np.floating):
-        raise bad(f"dtype must be floating, got {dtype}")
 
     expected = {f"params/{k}.npy": v for k, v in model.params.items()}
     expected |= {f"buffers/{k}.npy": v for k, v in model.buffers.items()}
@@ -200,9 +230,19 @@ def _read(zf: zipfile.ZipFile, path: Path) -> Checkpoint:
         slots = opt_meta.get("slots") if isinstance(opt_meta, dict) else None
         if not isinstance(slots, dict):
             raise bad("optimizer metadata has no slot list")
+        kind = opt_meta.get("type")
+        opt_cls = OPTIMIZERS.get(kind.lower()) if isinstance(kind, str) else None
+        if opt_cls is None:
+            raise bad(f"unknown optimizer type {kind!r}")
         for name, names in slots.items():
             if name not in model.params or not isinstance(names, list):
                 raise bad(f"optimizer state for unknown parameter {name!r}")
+            if sorted(map(str, names)) != sorted(opt_cls.slots):
+                # Training would fail on the first step with a KeyError otherwise.
+                raise bad(
+                    f"optimizer state of {name!r} holds {names}; {opt_cls.__name__} keeps "
+                    f"{list(opt_cls.slots)}"
+                )
             opt_arrays[name] = {}
             for slot in names:
                 expected[f"optimizer/{name}/{slot}.npy"] = model.params[name]
@@ -212,7 +252,7 @@ def _read(zf: zipfile.ZipFile, path: Path) -> Checkpoint:
         raise bad(f"arrays do not match the architecture (missing {missing}, unexpected {extra})")
 
     for member, target in expected.items():
-        value = _read_array(zf, infos[member], bad)
+        value = _read_array(zf, infos[member], bad, size)
         if value.shape != target.shape or value.dtype != target.dtype:
             raise bad(
                 f"{member} has shape {value.shape} and dtype {value.dtype}, the architecture "
@@ -226,41 +266,71 @@ def _read(zf: zipfile.ZipFile, path: Path) -> Checkpoint:
         else:
             target[...] = value
 
-    for index, state in (meta.get("rng_states") or {}).items():
+    rng_states = meta.get("rng_states") or {}
+    if not isinstance(rng_states, dict):
+        raise bad("rng_states must map layer indices to generator states")
+    for index, state in rng_states.items():
         try:
             layer = model.layers[int(index)]
             assert isinstance(layer, Dropout)
             layer.rng.bit_generator.state = state
-        except (AssertionError, IndexError, KeyError, TypeError, ValueError) as exc:
+        except (AssertionError, IndexError, KeyError, TypeError, ValueError, OverflowError) as exc:
             raise bad(f"bad random-generator state for layer {index}") from exc
+    shared = meta.get("rng_shared") or {}
+    if not isinstance(shared, dict):
+        raise bad("rng_shared must map layer indices to layer indices")
+    for index, first in shared.items():
+        try:
+            layer, source = model.layers[int(index)], model.layers[int(first)]
+            if not isinstance(layer, Dropout) or not isinstance(source, Dropout):
+                raise TypeError("not a Dropout layer")
+            layer.rng = source.rng
+        except (IndexError, TypeError, ValueError, OverflowError) as exc:
+            raise bad(f"bad shared random generator for layer {index}") from exc
 
     optimizer = None
     if opt_meta is not None:
         try:
             optimizer = OPTIMIZERS[opt_meta["type"].lower()](**opt_meta["config"])
-            optimizer.load_state_dict({"iterations": opt_meta["iterations"], "state": opt_arrays})
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            optimizer.load_state_dict(
+                {
+                    "iterations": opt_meta["iterations"],
+                    "initial_lr": opt_meta.get("initial_lr", optimizer.lr),
+                    "state": opt_arrays,
+                }
+            )
+        except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:
             raise bad(f"bad optimizer state ({exc!r})") from exc
     history = None
     if meta.get("history") is not None:
+        records = meta["history"]
+        if not isinstance(records, dict) or not all(
+            isinstance(v, list) and all(_is_real(x) for x in v) for v in records.values()
+        ):
+            raise bad("history must map names to lists of numbers")
+        if not all(isinstance(e, int) and e >= 0 for e in records.get("epoch", [])):
+            raise bad("history epochs must be integers >= 0")
         try:
-            history = History.from_dict(meta["history"])
+            history = History.from_dict(records)
         except (TypeError, ValueError) as exc:
             raise bad(f"bad history ({exc})") from exc
     user = meta.get("metadata") or {}
     return Checkpoint(model, optimizer, history, user if isinstance(user, dict) else {})
 
 
-def _read_metadata(zf: zipfile.ZipFile, infos: dict[str, zipfile.ZipInfo], bad: Any) -> dict:
+def _read_metadata(
+    zf: zipfile.ZipFile, infos: dict[str, zipfile.ZipInfo], bad: Any, size: int
+) -> dict:
     info = infos.get(_METADATA)
     if info is None:
         raise bad(f"no {_METADATA} (is it a plain NumPy archive?)")
+    _check_stored(info, size, bad)
     if info.file_size > _MAX_METADATA_BYTES:
         raise bad(f"{_METADATA} declares {info.file_size} bytes")
     try:
         with zf.open(info) as f:
             meta = json.loads(f.read(_MAX_METADATA_BYTES + 1))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # also bad UTF-8, ints of > 4300 digits
         raise bad(f"{_METADATA} is not valid JSON ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise bad(f"{_METADATA} does not describe a {FORMAT!r}")
@@ -272,10 +342,41 @@ def _read_metadata(zf: zipfile.ZipFile, infos: dict[str, zipfile.ZipInfo], bad: 
     return meta
 
 
-def _read_array(zf: zipfile.ZipFile, info: zipfile.ZipInfo, bad: Any) -> np.ndarray:
-    """Read one ``.npy`` member, checking its header against its real size before allocating."""
+def _check_stored(info: zipfile.ZipInfo, size: int, bad: Any) -> None:
+    """Model files store every member uncompressed, so no member can be larger than the file:
+    checked before reading, as zipfile allocates the size a member declares up front."""
     if info.compress_type != zipfile.ZIP_STORED:
-        raise bad(f"{info.filename} is compressed; model files store arrays uncompressed")
+        raise bad(f"{info.filename} is compressed; model files store their members uncompressed")
+    if info.file_size != info.compress_size or info.file_size > size:
+        raise bad(
+            f"{info.filename} declares {info.file_size} bytes ({info.compress_size} stored) in "
+            f"a file of {size} bytes"
+        )
+
+
+def _is_real(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _declared_values(layers: Any) -> int:
+    """How many parameter and buffer values the architecture ``layers`` (the metadata's list)
+    declares; entries that are not understood count 0, as building them fails anyway."""
+    total = 0
+    for spec in layers if isinstance(layers, list) else ():
+        config = spec.get("config") if isinstance(spec, dict) else None
+        if not isinstance(config, dict):
+            continue
+        sizes = {k: v for k, v in config.items() if isinstance(v, int) and v > 0}
+        if spec.get("type") == "Dense":
+            total += (sizes.get("in_features", 0) + 1) * sizes.get("out_features", 0)
+        elif spec.get("type") == "BatchNorm":
+            total += 4 * sizes.get("num_features", 0)  # gamma, beta, running mean and variance
+    return total
+
+
+def _read_array(zf: zipfile.ZipFile, info: zipfile.ZipInfo, bad: Any, size: int) -> np.ndarray:
+    """Read one ``.npy`` member, checking its header against its real size before allocating."""
+    _check_stored(info, size, bad)
     with zf.open(info) as f:
         try:
             version = np.lib.format.read_magic(f)
@@ -283,10 +384,12 @@ def _read_array(zf: zipfile.ZipFile, info: zipfile.ZipInfo, bad: Any) -> np.ndar
                 shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
             else:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        except (ValueError, SyntaxError, TypeError) as exc:
-            raise bad(f"{info.filename} has a bad .npy header ({exc})") from exc
+        except Exception as exc:  # NumPy's header parser raises many types (TokenError ...)
+            raise bad(f"{info.filename} has a bad .npy header ({exc!r})") from exc
         if dtype.hasobject or dtype.fields is not None:
             raise bad(f"{info.filename} holds Python objects or records; refused (no pickle)")
+        if any(d < 0 for d in shape):
+            raise bad(f"{info.filename} declares a negative size in its shape {shape}")
         nbytes = math.prod(shape) * dtype.itemsize
         if nbytes != info.file_size - f.tell():
             raise bad(
@@ -311,6 +414,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
     directory = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
+        # mkstemp makes the file private (0600); give it the mode a plain open() would.
+        os.chmod(tmp, _file_mode(path))
         with os.fdopen(fd, "wb") as f:
             if isinstance(write, bytes):
                 f.write(write)
@@ -324,6 +429,16 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
         raise
     _fsync_directory(directory)
     return path
+
+
+def _file_mode(path: Path) -> int:
+    """The existing file's permissions, or those the umask gives a new file."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _fsync_directory(directory: Path) -> None:

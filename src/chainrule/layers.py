@@ -252,6 +252,12 @@ class ReLU(_Activation):
     def _derivative(self, y: np.ndarray) -> np.ndarray:
         return F.relu_grad(y)
 
+    def _backward(self, dy: np.ndarray, need_dx: bool) -> np.ndarray:
+        assert self._y is not None
+        # dy * (y > 0) straight from the boolean mask: one pass fewer than building the float
+        # derivative first (ReLU's backward runs on the widest arrays of a training step).
+        return np.multiply(dy, self._y > 0, dtype=dy.dtype)
+
 
 class LeakyReLU(_Activation):
     """``y = x`` for ``x > 0`` else ``alpha * x``; ``alpha >= 0``."""

@@ -178,7 +178,8 @@ class SoftmaxCrossEntropy(Loss):
         else:
             assert onehot is not None
             grad -= onehot
-        grad *= grad.dtype.type(1.0 / n)
+        with np.errstate(under="ignore"):  # subnormal probabilities scaled by 1/N
+            grad *= grad.dtype.type(1.0 / n)
         return grad
 
 
@@ -245,7 +246,8 @@ class BinaryCrossEntropy(Loss):
 
     def _backward(self, y: np.ndarray, t: np.ndarray, n: int) -> np.ndarray:
         if self.from_logits:
-            return (F.sigmoid(y) - t) / y.dtype.type(n)
+            with np.errstate(under="ignore"):  # a subnormal sigmoid(y) scaled by 1/n
+                return (F.sigmoid(y) - t) / y.dtype.type(n)
         return (-t / (y + EPS) + (1 - t) / (1 - y + EPS)) / y.dtype.type(n)
 
     def config(self) -> dict[str, Any]:

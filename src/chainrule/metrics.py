@@ -14,6 +14,8 @@ def to_labels(y: np.ndarray, name: str = "y") -> np.ndarray:
     sigmoid output ``(N, 1)`` (threshold 0.5)."""
     y = check_array(y, name, ndim=(1, 2))
     if y.ndim == 1:
+        if not np.issubdtype(y.dtype, np.integer):
+            raise TypeError(f"{name} labels must be integers, got dtype {y.dtype}")
         return y
     if y.shape[1] == 1:
         return (y[:, 0] > 0.5).astype(np.int64)

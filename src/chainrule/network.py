@@ -151,10 +151,13 @@ class Sequential:
         layer's largest matrix product).
         """
         last = len(self.layers) - 1
-        for i in range(last, -1, -1):
-            need_dx = i > 0 or input_grad
-            dy = self.layers[i]._backward_checked(dy, need_dx)  # type: ignore[assignment]
-        return dy
+        # Only the caller's dy needs checking: each layer below receives the gradient its own
+        # forward output shape implies.
+        grad = self.layers[last]._backward_checked(dy, last > 0 or input_grad)
+        for i in range(last - 1, -1, -1):
+            assert grad is not None
+            grad = self.layers[i]._backward(grad, i > 0 or input_grad)
+        return grad
 
     __call__ = forward
 

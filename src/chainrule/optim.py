@@ -65,6 +65,9 @@ class Optimizer:
 
     def __init__(self, lr: float = 0.01, weight_decay: float = 0.0) -> None:
         self.lr = check_positive(lr, "learning rate", allow_zero=True)
+        #: The learning rate given at construction; schedules scale this one, so a resumed run
+        #: (whose ``lr`` is the last scheduled value) continues the same schedule.
+        self.initial_lr = self.lr
         self.weight_decay = check_positive(weight_decay, "weight_decay", allow_zero=True)
         self.iterations = 0
         self.state: dict[str, dict[str, np.ndarray]] = {}
@@ -110,17 +113,33 @@ class Optimizer:
         return {"lr": self.lr, "weight_decay": self.weight_decay}
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume exactly: hyper-parameters, step count, state arrays."""
+        """Everything needed to resume exactly: hyper-parameters, step count, state arrays.
+
+        The arrays are copies: later steps do not change a state dict already taken.
+        """
         return {
             "type": type(self).__name__,
             "config": self.config(),
             "iterations": self.iterations,
-            "state": {name: dict(slots) for name, slots in self.state.items()},
+            "initial_lr": self.initial_lr,
+            "state": {
+                name: {slot: arr.copy() for slot, arr in slots.items()}
+                for name, slots in self.state.items()
+            },
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (arrays are copied)."""
-        self.iterations = check_int(state["iterations"], "iterations", minimum=0)
+        iterations = check_int(state["iterations"], "iterations", minimum=0)
+        for name, slots in state["state"].items():
+            if sorted(slots) != sorted(self.slots):
+                raise ValueError(
+                    f"{type(self).__name__} state of {name} must have the slots "
+                    f"{sorted(self.slots)}, got {sorted(slots)}"
+                )
+        self.iterations = iterations
+        if "initial_lr" in state:
+            self.initial_lr = check_positive(state["initial_lr"], "initial_lr", allow_zero=True)
         self.state = {
             name: {slot: np.array(arr) for slot, arr in slots.items()}
             for name, slots in state["state"].items()

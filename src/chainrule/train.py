@@ -37,7 +37,8 @@ __all__ = [
 
 
 class DivergenceError(FloatingPointError):
-    """Training produced NaN or infinity; the model holds the weights from before that epoch."""
+    """Training produced NaN or infinity; the model and the optimizer are put back to the start of
+    that epoch."""
 
     def __init__(self, epoch: int, batch: int, what: str) -> None:
         super().__init__(
@@ -90,6 +91,7 @@ class TrainingRun:
     history: History
     epochs: int
     batches_per_epoch: int
+    has_validation: bool = False
     stop: bool = False
 
 
@@ -110,6 +112,9 @@ class Callback:
 class LearningRateScheduler(Callback):
     """Set the optimizer's learning rate at the start of each epoch from a schedule.
 
+    The schedule scales the optimizer's ``initial_lr`` (its learning rate at construction, which
+    is saved with it), so a resumed run continues the same schedule.
+
     Examples
     --------
     >>> from chainrule.schedules import CosineLR
@@ -120,15 +125,9 @@ class LearningRateScheduler(Callback):
         if not callable(schedule):
             raise TypeError(f"schedule must be callable (epoch, base_lr) -> lr, got {schedule!r}")
         self.schedule = schedule
-        self.base_lr: float | None = None
-
-    def on_train_begin(self, run: TrainingRun) -> None:
-        if self.base_lr is None:
-            self.base_lr = run.optimizer.lr
 
     def on_epoch_begin(self, run: TrainingRun, epoch: int) -> None:
-        assert self.base_lr is not None
-        run.optimizer.lr = float(self.schedule(epoch, self.base_lr))
+        run.optimizer.lr = float(self.schedule(epoch, run.optimizer.initial_lr))
 
 
 class EarlyStopping(Callback):
@@ -166,12 +165,14 @@ class EarlyStopping(Callback):
         self._best_state: dict[str, np.ndarray] | None = None
         self._wait = 0
 
-    def on_epoch_end(self, run: TrainingRun, epoch: int, logs: dict[str, float]) -> None:
-        if self.monitor not in logs:
+    def on_train_begin(self, run: TrainingRun) -> None:
+        if self.monitor.startswith("val_") and not run.has_validation:
             raise ValueError(
-                f"EarlyStopping monitors {self.monitor!r}, which this run does not record "
-                f"(it records {sorted(logs)}); pass validation data or monitor 'loss'"
+                f"EarlyStopping monitors {self.monitor!r}, but fit has no validation data; pass "
+                "validation_data or validation_split, or monitor 'loss'"
             )
+
+    def on_epoch_end(self, run: TrainingRun, epoch: int, logs: dict[str, float]) -> None:
         score = self.sign * logs[self.monitor]
         if score > self._best + self.min_delta:
             self._best, self.best_epoch, self._wait = score, epoch, 0
@@ -194,6 +195,15 @@ def _snapshot(model: Sequential) -> dict[str, np.ndarray]:
 def _restore(model: Sequential, state: dict[str, np.ndarray]) -> None:
     for key, value in {**model.params, **model.buffers}.items():
         value[...] = state[key]
+
+
+def _undo(
+    model: Sequential, optimizer: Optimizer, before: tuple[dict[str, np.ndarray], dict[str, Any]]
+) -> None:
+    """Put the model and the optimizer back to the start of a diverged epoch."""
+    _restore(model, before[0])
+    optimizer.load_state_dict(before[1])
+    optimizer.lr = before[1]["config"]["lr"]
 
 
 def fit(
@@ -286,7 +296,7 @@ def fit(
 
     batches = Batches(x, y, batch_size, model.dtype)
     history = History()
-    run = TrainingRun(model, optimizer, history, epochs, len(batches))
+    run = TrainingRun(model, optimizer, history, epochs, len(batches), validation_data is not None)
     callbacks = list(callbacks or [])
     for cb in callbacks:
         cb.on_train_begin(run)
@@ -296,22 +306,30 @@ def fit(
         for cb in callbacks:
             cb.on_epoch_begin(run, epoch)
         start = time.perf_counter()
-        before = _snapshot(model)  # to undo a diverged epoch
+        before = _snapshot(model), optimizer.state_dict()  # to undo a diverged epoch
         shuffle = np.random.default_rng([seed, epoch])
         total_loss = 0.0
         correct = 0
         for b, (xb, yb) in enumerate(batches.epoch(shuffle)):
-            out = model._forward_trusted(xb, training=True)
-            value = loss.forward(out, yb) if np.isfinite(out).all() else np.nan
+            # A diverging run overflows: detected here and raised as DivergenceError, not as a
+            # floating-point warning from inside a layer (fatal under warnings-as-errors).
+            with np.errstate(over="ignore", invalid="ignore"):
+                out = model._forward_trusted(xb, training=True)
+                value = loss.forward(out, yb) if np.isfinite(out).all() else np.nan
             if not np.isfinite(value):
-                _restore(model, before)
+                _undo(model, optimizer, before)
                 raise DivergenceError(epoch, b, f"loss is {value}")
-            model.backward(loss.backward(), input_grad=False)
-            optimizer.step(params, grads)
+            with np.errstate(over="ignore", invalid="ignore"):
+                model.backward(loss.backward(), input_grad=False)
+                optimizer.step(params, grads)
             total_loss += value * len(xb)
             correct += int(np.count_nonzero(model.classes(out) == to_labels(yb)))
             for cb in callbacks:
                 cb.on_batch_end(run, b, value)
+        # The last step of the epoch is checked by no later forward pass.
+        if not all(np.isfinite(v).all() for v in (*params.values(), *model.buffers.values())):
+            _undo(model, optimizer, before)
+            raise DivergenceError(epoch, len(batches) - 1, "a parameter became NaN or infinite")
         logs = {"loss": total_loss / len(x), "accuracy": correct / len(x)}
         if validation_data is not None:
             val = evaluate(model, x_val, y_val, loss)

@@ -45,7 +45,12 @@ IDX_DTYPES: dict[int, np.dtype] = {
 MAX_NDIM = 8
 
 _GZIP_MAGIC = b"\x1f\x8b"
-_CHUNK = 2**20
+# Read size for gzip streams. Kept small because a GzipFile read of n bytes allocates n bytes up
+# front, however little data is left: a tiny file must not cost a megabyte.
+_CHUNK = 2**16
+# Deflate cannot expand its input more than 1032-fold, so a gzip file of s bytes holds at most
+# 1032 * s bytes of IDX: a header declaring more is refused before anything is decompressed.
+_MAX_GZIP_EXPANSION = 1032
 # Native dtype -> IDX code, for writing.
 _CODES = {dtype.newbyteorder("="): code for code, dtype in IDX_DTYPES.items()}
 
@@ -91,7 +96,9 @@ def _read_idx(path: Path, digest: _Digest | None = None) -> np.ndarray:
         f.seek(0)
         try:
             with gzip.GzipFile(fileobj=f, mode="rb") as stream:
-                return _read_stream(path, stream, digest, available=None)
+                return _read_stream(
+                    path, stream, digest, available=None, at_most=_MAX_GZIP_EXPANSION * size
+                )
         except EOFError as exc:
             raise _bad(path, f"the gzip stream is truncated ({exc})") from exc
         except (gzip.BadGzipFile, zlib.error, OSError) as exc:
@@ -99,9 +106,14 @@ def _read_idx(path: Path, digest: _Digest | None = None) -> np.ndarray:
 
 
 def _read_stream(
-    path: Path, stream: io.BufferedIOBase, digest: _Digest | None, available: int | None
+    path: Path,
+    stream: io.BufferedIOBase,
+    digest: _Digest | None,
+    available: int | None,
+    at_most: int | None = None,
 ) -> np.ndarray:
-    """Parse one IDX file from ``stream``; ``available`` is its size if known (plain files)."""
+    """Parse one IDX file from ``stream``; ``available`` is its size if known (plain files),
+    ``at_most`` an upper bound on it otherwise (gzip files)."""
     magic = stream.read(4)
     if len(magic) < 4:
         raise _bad(path, f"truncated header ({len(magic)} bytes, the magic number needs 4)")
@@ -136,6 +148,12 @@ def _read_stream(
             raise _bad(path, "the file shrank while it was being read")
         data = buffer.data
     else:
+        if at_most is not None and 4 + 4 * ndim + nbytes > at_most:
+            raise _bad(
+                path,
+                f"truncated: {declared} but a gzip file of this size decompresses to at most "
+                f"{at_most} bytes",
+            )
         # Compressed: the real length is only known by decompressing, so grow with what arrives.
         chunks = bytearray()
         while len(chunks) < nbytes:
@@ -155,7 +173,10 @@ def _read_stream(
         digest.update(magic)
         digest.update(sizes)
         digest.update(data)
-    array = np.frombuffer(data, dtype=dtype).reshape(shape)
+    try:
+        array = np.frombuffer(data, dtype=dtype).reshape(shape)
+    except ValueError as exc:  # e.g. (0, 2**32 - 1, 2**32 - 1, ...): too big even when empty
+        raise _bad(path, f"{declared}, which NumPy cannot represent ({exc})") from exc
     if not dtype.isnative:
         # The buffer is ours and writable: swap in place rather than copy.
         array = array.byteswap(inplace=True).view(dtype.newbyteorder("="))
