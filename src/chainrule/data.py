@@ -117,9 +117,13 @@ class Batches:
             if self._x is None:
                 yield x_raw, y
             elif self.x.dtype == np.uint8:
-                # Same arithmetic as chainrule.network.as_input, so training and prediction see
-                # identical inputs.
-                yield np.multiply(x_raw, self.dtype.type(1 / 255), out=self._x[:m]), y
+                # Same arithmetic as chainrule.network.as_input (cast, then multiply in the
+                # float dtype), so training and prediction see identical inputs. A cast copy and
+                # an in-place multiply are twice as fast as one mixed-dtype multiply.
+                xb = self._x[:m]
+                xb[...] = x_raw
+                xb *= self.dtype.type(1 / 255)
+                yield xb, y
             else:
                 self._x[:m] = x_raw
                 yield self._x[:m], y

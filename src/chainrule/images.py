@@ -1,0 +1,76 @@
+"""Reading a photo or drawing of a digit and preparing it like an MNIST image.
+
+MNIST digits are white on black, scaled so the digit fits a 20 x 20 box, and centred by their
+centre of mass in a 28 x 28 image. :func:`load_digit` does the same to any PNG/JPEG: greyscale,
+invert if the background is light, crop to the ink, scale, centre. Needs Pillow
+(``pip install "chainrule[cli]"``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+__all__ = ["load_digit", "prepare_digit"]
+
+
+def load_digit(path: str | os.PathLike[str]) -> np.ndarray:
+    """Load an image file of one digit as an MNIST-like ``(784,)`` float32 vector in [0, 1].
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not an image Pillow can read.
+    """
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise ImportError('reading images needs Pillow: pip install "chainrule[cli]"') from exc
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            grey = np.asarray(im.convert("L"), dtype=np.float32) / 255
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"{path} is not a readable image: {exc}") from exc
+    return prepare_digit(grey)
+
+
+def prepare_digit(grey: np.ndarray) -> np.ndarray:
+    """Turn a greyscale image ``(H, W)`` in [0, 1] into an MNIST-like ``(784,)`` float32 vector.
+
+    The border decides the polarity: a light border means dark ink on paper, which is inverted.
+    """
+    from PIL import Image
+
+    if grey.ndim != 2 or min(grey.shape) < 1:
+        raise ValueError(f"expected a 2-D greyscale image, got shape {grey.shape}")
+
+    def border(a: np.ndarray) -> np.ndarray:
+        return np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+
+    ink = 1.0 - grey if np.median(border(grey)) > 0.5 else grey.astype(np.float32)
+    ink = np.clip(ink - np.median(border(ink)), 0.0, None)  # the paper's tone becomes 0
+    if ink.max() <= 0.0:
+        raise ValueError("the image is blank: no digit found")
+    ink /= ink.max()
+    rows, cols = np.nonzero(ink > 0.2)
+    ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    h, w = ink.shape
+    scale = 20.0 / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = Image.fromarray((ink * 255).astype(np.uint8)).resize(size, Image.Resampling.LANCZOS)
+    digit = np.asarray(small, dtype=np.float32) / 255
+    canvas = np.zeros((28, 28), np.float32)
+    # Place the 20x20 box so the centre of mass lands on the centre of the canvas, as MNIST does.
+    total = digit.sum()
+    cy = (digit.sum(axis=1) @ np.arange(digit.shape[0])) / total
+    cx = (digit.sum(axis=0) @ np.arange(digit.shape[1])) / total
+    top = int(np.clip(round(13.5 - cy), 0, 28 - digit.shape[0]))
+    left = int(np.clip(round(13.5 - cx), 0, 28 - digit.shape[1]))
+    canvas[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
+    return np.clip(canvas, 0.0, 1.0).ravel()

@@ -1,0 +1,138 @@
+"""The command line end to end: train on a slice of MNIST, evaluate, predict, and its errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import chainrule as cr
+from chainrule.cli import main
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One small real training run shared by the tests below (3,000 images, 2 epochs)."""
+    out = tmp_path_factory.mktemp("run")
+    args = ["--subset", "3000", "--epochs", "2", "--batch-size", "32", "--hidden", "64", "--quiet"]
+    code = main(["train", *args, "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_train_writes_every_output(trained):
+    for name in ("curves.png", "confusion.png", "misclassified.png"):
+        assert (trained / name).read_bytes().startswith(PNG), name
+    history = json.loads((trained / "history.json").read_text())
+    assert history["epoch"] == [0, 1]
+    assert len(history["val_accuracy"]) == 2
+    summary = json.loads((trained / "summary.json").read_text())
+    assert summary["matched"] + summary["not_matched"] == 10_000
+    assert len(summary["not_matched_indices"]) == summary["not_matched"]
+    # 3,000 images and 2 epochs: a working trainer gets ~90%; a broken gradient gets ~10%.
+    assert summary["test_accuracy"] > 0.85
+    assert set(summary["per_class_accuracy"]) == {str(k) for k in range(10)}
+    assert "test accuracy" in (trained / "summary.txt").read_text()
+
+
+def test_saved_model_predicts_like_the_summary(trained):
+    model = cr.load(trained / "model.npz")
+    _, (x_test, y_test) = cr.datasets.load_mnist()
+    accuracy = float(np.mean(model.predict(x_test) == y_test))
+    summary = json.loads((trained / "summary.json").read_text())
+    assert accuracy == pytest.approx(summary["test_accuracy"], abs=1e-12)
+
+
+def test_evaluate_command(trained, capsys):
+    assert main(["evaluate", str(trained / "model.npz")]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((trained / "summary.json").read_text())
+    assert f"{summary['test_accuracy']:.2%}" in out
+
+
+def test_resume_continues_the_saved_run(trained, tmp_path):
+    run = tmp_path / "resumed"
+    run.mkdir()
+    (run / "model.npz").write_bytes((trained / "model.npz").read_bytes())
+    args = [
+        "train",
+        "--subset",
+        "3000",
+        "--batch-size",
+        "32",
+        "--hidden",
+        "64",
+        "--quiet",
+        "--no-plots",
+    ]
+    assert main([*args, "--epochs", "3", "--resume", "--out", str(run)]) == 0
+    history = json.loads((run / "history.json").read_text())
+    assert history["epoch"] == [0, 1, 2]
+
+
+def test_predict_an_image_file(trained, tmp_path, capsys):
+    from PIL import Image
+
+    _, (x_test, y_test) = cr.datasets.load_mnist(normalize=False)
+    model = cr.load(trained / "model.npz")
+    # Pick a test digit the model gets right, draw it dark on light at 4x size, and ask again.
+    index = int(np.flatnonzero(model.predict(x_test[:50]) == y_test[:50])[0])
+    digit = 255 - x_test[index].reshape(28, 28)
+    path = tmp_path / "digit.png"
+    Image.fromarray(digit).resize((112, 112)).save(path)
+    assert main(["predict", str(trained / "model.npz"), str(path)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{path}: {y_test[index]} ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--epochs", "-1"], "positive integer"),
+        (["train", "--lr", "abc"], "expected a number"),
+        (["train", "--hidden", "10,x"], "layer widths"),
+        (["evaluate", "no-such-model.npz"], "not found"),
+        (["predict", "no-such-model.npz", "x.png"], "not found"),
+        (["train", "--data-dir", "no-such-dir"], "not a directory"),
+        (["train", "--dropout", "1.5"], "--dropout"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors exit directly, also with 2
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1].startswith("chainrule")  # usage line(s), then one error line
+
+
+def test_unwritable_out_leaves_existing_outputs(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me")
+    code = main(["train", "--epochs", "1", "--subset", "100", "--out", str(blocker / "sub")])
+    assert code == 2
+    assert "cannot write to --out" in capsys.readouterr().err
+    assert blocker.read_text() == "keep me"
+
+
+def test_module_entry_point_and_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "chainrule", "train", "--help"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0
+    assert "--hidden" in result.stdout
+    assert "--data-dir" in result.stdout
+
+
+def test_gradcheck_command(capsys):
+    assert main(["gradcheck", "--depth", "2", "--width", "8"]) == 0
+    assert "passed" in capsys.readouterr().out

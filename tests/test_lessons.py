@@ -1,0 +1,106 @@
+"""The lessons (``chainrule lesson NAME``): each one's quick form reaches the note's conclusion."""
+
+from __future__ import annotations
+
+import pytest
+
+from chainrule.cli import main
+from chainrule.lessons import LESSONS, Lesson, LessonResult
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def quick(name: str, capsys: pytest.CaptureFixture[str]) -> dict[str, float]:
+    """Run a lesson's quick form, check what every lesson returns, give back its figures."""
+    result = LESSONS[name].run(quick=True, seed=0)
+    assert isinstance(result, LessonResult)
+    assert result.png.startswith(PNG_SIGNATURE)
+    assert result.text.strip()
+    assert capsys.readouterr().out == ""  # the library never prints
+    return result.figures
+
+
+def test_lessons_are_listed_in_course_order():
+    assert list(LESSONS) == [
+        "numerical-vs-backprop",
+        "learning-rate",
+        "depth",
+        "overfitting",
+        "note-002",
+        "batch-size",
+    ]
+    for name, lesson in LESSONS.items():
+        assert isinstance(lesson, Lesson)
+        assert lesson.name == name
+        assert lesson.title
+        assert lesson.notes
+
+
+def test_numerical_vs_backprop(capsys):
+    fig = quick("numerical-vs-backprop", capsys)
+    assert fig["notes_params"] == 4642  # DNN(5, 32, 10, 2)
+    assert fig["max_rel_error"] < 1e-6  # the same gradient ...
+    assert fig["notes_speedup"] > 100  # ... far faster
+    assert fig["loss_curve_max_rel_gap"] < 1e-6  # the same training run
+    assert fig["loss_last_backprop"] < fig["loss_first"]
+
+
+def test_learning_rate(capsys):
+    fig = quick("learning-rate", capsys)
+    assert fig["lr_0.1_distance"] < 1e-8  # converges
+    assert fig["lr_10_distance"] > 1e6 * fig["start_distance"]  # diverges
+    assert fig["lr_10_exact_distance"] > 1e100
+    assert fig["lr_1e-10_distance"] == pytest.approx(fig["start_distance"], abs=1e-6)  # stuck
+    # The note's printed end points are reproduced to the digits shown.
+    assert fig["lr_10_distance"] == pytest.approx(2.59307440e13, rel=1e-8)
+
+
+def test_depth(capsys):
+    fig = quick("depth", capsys)
+    assert fig["relu_depth8_accuracy"] > fig["sigmoid_depth8_accuracy"] + 0.2
+    # The vanishing gradient: deeper sigmoid networks pass less gradient to layer 1.
+    sigmoid = [fig[f"sigmoid_depth{d}_first_grad"] for d in (1, 4, 8)]
+    assert sigmoid == sorted(sigmoid, reverse=True)
+    assert fig["sigmoid_depth8_first_grad"] < fig["relu_depth8_first_grad"] / 100
+
+
+def test_overfitting(capsys):
+    fig = quick("overfitting", capsys)
+    assert fig["none_train_accuracy"] > fig["none_test_accuracy"] + 0.05
+    assert fig["both_accuracy_gap"] < fig["none_accuracy_gap"]
+    for setting in ("weight_decay", "dropout", "both"):
+        assert fig[f"{setting}_loss_gap"] < fig["none_loss_gap"]
+
+
+def test_note_002(capsys):
+    fig = quick("note-002", capsys)
+    assert fig["corrected_accuracy"] >= fig["w3_first_accuracy"]
+    assert fig["corrected_accuracy"] > 0.7
+    for key in ("corrected", "w3_first", "as_written", "note_delta"):
+        assert fig[f"{key}_matched"] + fig[f"{key}_not_matched"] == fig["test_images"]
+    assert fig["w3_first_saturated"] > fig["corrected_saturated"]
+
+
+def test_batch_size(capsys):
+    fig = quick("batch-size", capsys)
+    per_epoch = {b: fig[f"batch{b}_seconds_per_epoch"] for b in (1, 10, 100, 1000)}
+    # Generous margins: the middle sizes' times depend on how BLAS threads share the machine.
+    assert per_epoch[10] < per_epoch[1] / 2
+    assert per_epoch[1000] < per_epoch[1] / 5
+    assert per_epoch[1000] < max(per_epoch[10], per_epoch[100])
+    assert fig["cross_entropy_accuracy"] > fig["mse_accuracy"]
+
+
+def test_cli_lesson_writes_png(tmp_path, capsys):
+    assert main(["lesson", "learning-rate", "--quick", "--out", str(tmp_path)]) == 0
+    png = tmp_path / "learning-rate.png"
+    assert png.read_bytes().startswith(PNG_SIGNATURE)
+    out = capsys.readouterr().out
+    assert "lesson learning-rate" in out
+    assert "learning rate" in out
+    assert str(png) in out
+
+
+def test_bad_seed_is_refused():
+    with pytest.raises(ValueError, match="seed"):
+        LESSONS["learning-rate"].run(seed=-1)
