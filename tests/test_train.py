@@ -688,3 +688,18 @@ def test_float64_model_stays_float64():
         for value in store.values():
             assert value.dtype == np.float64
     assert model.forward(x.astype(np.float32)).dtype == np.float64
+
+
+def test_a_callback_can_stop_training_mid_epoch():
+    class StopAfterThreeBatches(cr.Callback):
+        batches = 0
+
+        def on_batch_end(self, run, batch, loss):
+            self.batches += 1
+            run.stop = self.batches == 3
+
+    x, y = blobs(100, seed=0)
+    stopper = StopAfterThreeBatches()
+    model, history = train(x, y, epochs=5, batch_size=10, callbacks=[stopper])
+    assert stopper.batches == 3
+    assert history.epoch == [0]  # the partial epoch is recorded, over the 30 samples it saw

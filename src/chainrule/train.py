@@ -84,7 +84,11 @@ class History:
 
 @dataclass
 class TrainingRun:
-    """What callbacks see of a running :func:`fit`; set ``stop = True`` to end after this epoch."""
+    """What callbacks see of a running :func:`fit`.
+
+    Set ``stop = True`` to end training: in ``on_epoch_end`` after that epoch, in ``on_batch_end``
+    after that batch (the epoch is then recorded over the samples it saw).
+    """
 
     model: Sequential
     optimizer: Optimizer
@@ -309,7 +313,7 @@ def fit(
         before = _snapshot(model), optimizer.state_dict()  # to undo a diverged epoch
         shuffle = np.random.default_rng([seed, epoch])
         total_loss = 0.0
-        correct = 0
+        correct = seen = 0
         for b, (xb, yb) in enumerate(batches.epoch(shuffle)):
             # A diverging run overflows: detected here and raised as DivergenceError, not as a
             # floating-point warning from inside a layer (fatal under warnings-as-errors).
@@ -324,13 +328,16 @@ def fit(
                 optimizer.step(params, grads)
             total_loss += value * len(xb)
             correct += int(np.count_nonzero(model.classes(out) == to_labels(yb)))
+            seen += len(xb)
             for cb in callbacks:
                 cb.on_batch_end(run, b, value)
+            if run.stop:  # a callback may end training mid-epoch (a time budget, say)
+                break
         # The last step of the epoch is checked by no later forward pass.
         if not all(np.isfinite(v).all() for v in (*params.values(), *model.buffers.values())):
             _undo(model, optimizer, before)
             raise DivergenceError(epoch, len(batches) - 1, "a parameter became NaN or infinite")
-        logs = {"loss": total_loss / len(x), "accuracy": correct / len(x)}
+        logs = {"loss": total_loss / seen, "accuracy": correct / seen}
         if validation_data is not None:
             val = evaluate(model, x_val, y_val, loss)
             logs.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
