@@ -700,6 +700,6 @@ def test_a_callback_can_stop_training_mid_epoch():
 
     x, y = blobs(100, seed=0)
     stopper = StopAfterThreeBatches()
-    model, history = train(x, y, epochs=5, batch_size=10, callbacks=[stopper])
+    _, history = train(x, y, epochs=5, batch_size=10, callbacks=[stopper])
     assert stopper.batches == 3
     assert history.epoch == [0]  # the partial epoch is recorded, over the 30 samples it saw
