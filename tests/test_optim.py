@@ -91,26 +91,26 @@ def test_sgd_docstring_example():
 
 
 def test_momentum_first_two_steps():
-    # v = m * v - lr * g; p += v. From v = 0: step 1 is p - lr * g, step 2 adds 0.9 * v1 - lr * g.
+    # v = m * v + g; p -= lr * v. From v = 0: step 1 is p - lr * g, step 2 is p - lr * 1.9 g.
     opt = cr.Momentum(lr=0.1, momentum=0.9)
     params = {"p": np.array(P0)}
     opt.step(params, {"p": np.array(G0)})
     assert_allclose(params["p"], [0.95, -1.9, 0.3], rtol=0, atol=1e-15)
-    assert_allclose(opt.state["p"]["v"], [-0.05, 0.1, -0.2], rtol=0, atol=1e-15)
+    assert_allclose(opt.state["p"]["v"], G0, rtol=0, atol=1e-15)
     opt.step(params, {"p": np.array(G0)})
-    # v2 = 0.9 * v1 - 0.1 * g = -0.19 * g
-    assert_allclose(opt.state["p"]["v"], [-0.095, 0.19, -0.38], rtol=0, atol=1e-15)
+    # v2 = 0.9 * v1 + g = 1.9 * g
+    assert_allclose(opt.state["p"]["v"], [0.95, -1.9, 3.8], rtol=0, atol=1e-15)
     assert_allclose(params["p"], [0.855, -1.71, -0.08], rtol=0, atol=1e-15)
 
 
 def test_nesterov_first_two_steps():
-    # v = m * v - lr * g; p += m * v - lr * g. Step 1: p - (1 + m) * lr * g = p - 0.19 * g.
+    # v = m * v + g; p -= lr * (g + m * v). Step 1: p - (1 + m) * lr * g = p - 0.19 * g.
     opt = cr.Nesterov(lr=0.1, momentum=0.9)
     params = {"p": np.array(P0)}
     opt.step(params, {"p": np.array(G0)})
     assert_allclose(params["p"], [0.905, -1.81, 0.12], rtol=0, atol=1e-15)
-    assert_allclose(opt.state["p"]["v"], [-0.05, 0.1, -0.2], rtol=0, atol=1e-15)
-    # Step 2: v2 = -0.19 * g, p += 0.9 * v2 - 0.1 * g = -0.271 * g
+    assert_allclose(opt.state["p"]["v"], G0, rtol=0, atol=1e-15)
+    # Step 2: v2 = 1.9 * g, p -= 0.1 * (g + 0.9 * v2) = 0.271 * g
     opt.step(params, {"p": np.array(G0)})
     assert_allclose(params["p"], [0.7695, -1.539, -0.422], rtol=0, atol=1e-14)
 

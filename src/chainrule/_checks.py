@@ -13,6 +13,7 @@ import numpy as np
 
 __all__ = [
     "as_generator",
+    "as_input",
     "check_array",
     "check_finite",
     "check_int",
@@ -64,6 +65,7 @@ def check_finite(x: np.ndarray, name: str) -> None:
 
 def check_labels(t: np.ndarray, num_classes: int, name: str = "target") -> np.ndarray:
     """Check integer class labels ``t`` of shape ``(N,)`` lie in ``[0, num_classes)``."""
+    check_finite(t, f"{name} labels")  # NaN is named as such, not as a float dtype
     if not np.issubdtype(t.dtype, np.integer):
         if np.issubdtype(t.dtype, np.floating) and t.size and np.all(t == np.round(t)):
             hint = " (they are whole numbers: cast with .astype(int))"
@@ -109,3 +111,18 @@ def as_generator(rng: np.random.Generator | int | None) -> np.random.Generator:
     raise TypeError(
         f"rng must be a numpy.random.Generator, an int seed or None, got {describe(rng)}"
     )
+
+
+def as_input(x: Any, dtype: np.dtype, name: str = "x") -> np.ndarray:
+    """Convert a batch of inputs to the model's floating ``dtype``, checking it on the way.
+
+    ``uint8`` arrays are taken as 8-bit pixel intensities and scaled to [0, 1], so image data can
+    stay in memory as bytes (a quarter of float32) and be converted one batch at a time. Other
+    integer arrays are converted as they are; NaN or infinity is refused.
+    """
+    x = check_array(x, name)
+    if x.dtype == np.uint8:
+        return x.astype(dtype) * dtype.type(1 / 255)
+    x = x.astype(dtype, copy=False)
+    check_finite(x, name)
+    return x

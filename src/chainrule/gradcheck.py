@@ -15,7 +15,7 @@ import numpy as np
 from ._checks import check_array, check_positive
 from .layers import Layer
 from .losses import Loss
-from .network import Sequential
+from .network import Sequential, as_input
 
 __all__ = ["GradientCheckError", "GradientCheckReport", "gradient_check", "numerical_gradient"]
 
@@ -219,7 +219,9 @@ def gradient_check(
     rtol = check_positive(rtol, "rtol")
     atol = check_positive(atol, "atol", allow_zero=True)
     net64 = net.copy().astype(np.float64)
-    x64 = check_array(x, "x").astype(np.float64)  # uint8 images are not rescaled here
+    # As net.forward sees it (uint8 images scaled to [0, 1], NaN refused), in a copy of our own:
+    # the numerical gradient perturbs it in place.
+    x64 = np.array(as_input(x, np.dtype(np.float64), "x"))
     t = check_array(t, "t")
     if np.issubdtype(t.dtype, np.floating):
         t = t.astype(np.float64)

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from . import functional as F
-from ._checks import as_generator, check_array, check_finite, check_int, check_positive
+from ._checks import as_generator, as_input, check_array, check_int, check_positive
 from .initializers import INITIALIZERS, init_weight
 
 __all__ = [
@@ -65,17 +65,24 @@ class Layer:
         Parameters
         ----------
         x : ndarray
-            The input batch; its shape is checked by the layer.
+            The input batch; its shape is checked by the layer. Integer input is converted as
+            :class:`~chainrule.Sequential` converts it (``uint8`` pixels scaled to [0, 1]), to
+            the parameters' dtype, or float32 for a layer without parameters.
         training : bool
             Training-mode behaviour for Dropout and BatchNorm; other layers ignore it.
         """
         x = check_array(x, f"{self!r} input")
-        check_finite(x, f"{self!r} input")
-        return self._call(x, training)
+        dtype = next((p.dtype for p in self.params.values()), None)
+        if dtype is None:
+            dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float32)
+        x = as_input(x, dtype, f"{self!r} input")
+        with np.errstate(under="ignore"):  # underflow to 0 is the right answer (see functional)
+            return self._call(x, training)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """Back-propagate ``dy = dL/dy``: fill ``self.grads`` and return ``dL/dx``."""
-        return self._backward_checked(dy, need_dx=True)  # type: ignore[return-value]
+        with np.errstate(under="ignore"):
+            return self._backward_checked(dy, need_dx=True)  # type: ignore[return-value]
 
     def __call__(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         return self.forward(x, training)

@@ -63,6 +63,22 @@ class Loss:
     def __call__(self, y: np.ndarray, t: np.ndarray) -> float:
         return self.forward(y, t)
 
+    def check_target(
+        self, t: np.ndarray, shape: tuple[int, ...], dtype: np.dtype | type = np.float32
+    ) -> None:
+        """Check targets ``t`` against predictions of ``shape`` without computing the loss.
+
+        :func:`~chainrule.fit` checks a whole data set's targets this way before its first step,
+        so a bad label in the last batch cannot stop training half-way through an epoch.
+        """
+        t = check_array(t, f"{type(self).__name__} target t")
+        if t.ndim == 0 or t.shape[0] != shape[0]:
+            raise ValueError(
+                f"{type(self).__name__}: batch sizes differ: y has shape {shape}, "
+                f"t has shape {t.shape}"
+            )
+        self._target(np.broadcast_to(np.zeros((), dtype), shape), t)  # a view: no memory
+
     def config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this loss (JSON-serialisable)."""
         return {}
@@ -70,6 +86,11 @@ class Loss:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+    def _target(self, y: np.ndarray, t: np.ndarray) -> Any:
+        """Check ``t`` against ``y``'s shape and dtype; return it in the form ``_forward`` uses
+        (a subclass that does not override this gets its targets checked batch by batch only)."""
+        return t
 
     def _forward(self, y: np.ndarray, t: np.ndarray) -> float:
         raise NotImplementedError
@@ -138,8 +159,11 @@ class MeanSquaredError(Loss):
         super().__init__()
         self.half = bool(half)
 
+    def _target(self, y: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return _same_shape_target(self, y, t)
+
     def _forward(self, y: np.ndarray, t: np.ndarray) -> float:
-        diff = y - _same_shape_target(self, y, t)
+        diff = y - self._target(y, t)
         scale = (1.0 if self.half else 2.0) / y.size
         self._grad_args = (diff, scale)
         return float(np.vdot(diff, diff)) / y.size * (0.5 if self.half else 1.0)
@@ -158,8 +182,11 @@ class SoftmaxCrossEntropy(Loss):
     rows); the gradient is ``(softmax(y) - t) / N``: the ``y - t`` of the notes, per sample.
     """
 
+    def _target(self, y: np.ndarray, t: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        return _class_target(self, y, t)
+
     def _forward(self, y: np.ndarray, t: np.ndarray) -> float:
-        labels, onehot = _class_target(self, y, t)
+        labels, onehot = self._target(y, t)
         logp = F.log_softmax(y)
         n = y.shape[0]
         self._grad_args = (logp, labels, onehot)
@@ -196,8 +223,11 @@ class CrossEntropy(Loss):
     0.510825457099
     """
 
+    def _target(self, y: np.ndarray, t: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        return _class_target(self, y, t)
+
     def _forward(self, y: np.ndarray, t: np.ndarray) -> float:
-        labels, onehot = _class_target(self, y, t)
+        labels, onehot = self._target(y, t)
         _check_probabilities(self, y)
         if labels is not None:  # not the hot path: one code path via one-hot rows
             onehot = np.zeros_like(y)
@@ -233,10 +263,14 @@ class BinaryCrossEntropy(Loss):
         self.from_logits = bool(from_logits)
         self.reduction = reduction
 
-    def _forward(self, y: np.ndarray, t: np.ndarray) -> float:
+    def _target(self, y: np.ndarray, t: np.ndarray) -> np.ndarray:
         t = _same_shape_target(self, y, t)
         if t.min() < 0 or t.max() > 1:
             raise ValueError("BinaryCrossEntropy: target values must lie in [0, 1]")
+        return t
+
+    def _forward(self, y: np.ndarray, t: np.ndarray) -> float:
+        t = self._target(y, t)
         n = y.shape[0] if self.reduction == "batchmean" else y.size
         self._grad_args = (y, t, n)
         if self.from_logits:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import check_array
+from ._checks import check_array, check_finite
 
 __all__ = ["accuracy", "confusion_matrix", "per_class_accuracy", "to_labels"]
 
@@ -13,6 +13,7 @@ def to_labels(y: np.ndarray, name: str = "y") -> np.ndarray:
     """Class ids ``(N,)`` from labels ``(N,)``, one-hot or probability rows ``(N, K)``, or a single
     sigmoid output ``(N, 1)`` (threshold 0.5)."""
     y = check_array(y, name, ndim=(1, 2))
+    check_finite(y, name)  # argmax would silently take a NaN for the largest score
     if y.ndim == 1:
         if not np.issubdtype(y.dtype, np.integer):
             raise TypeError(f"{name} labels must be integers, got dtype {y.dtype}")

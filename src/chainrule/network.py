@@ -15,25 +15,10 @@ from typing import Any
 import numpy as np
 
 from . import functional as F
-from ._checks import as_generator, check_array, check_finite, check_int, check_positive
+from ._checks import as_generator, as_input, check_array, check_int, check_positive
 from .layers import ACTIVATIONS, LAYERS, BatchNorm, Dense, Dropout, Layer, Sigmoid, Softmax
 
 __all__ = ["DNN", "MLP", "Sequential", "as_input"]
-
-
-def as_input(x: Any, dtype: np.dtype, name: str = "x") -> np.ndarray:
-    """Convert a batch of inputs to the model's floating ``dtype``, checking it on the way.
-
-    ``uint8`` arrays are taken as 8-bit pixel intensities and scaled to [0, 1], so image data can
-    stay in memory as bytes (a quarter of float32) and be converted one batch at a time. Other
-    integer arrays are converted as they are; NaN or infinity is refused.
-    """
-    x = check_array(x, name)
-    if x.dtype == np.uint8:
-        return x.astype(dtype) * dtype.type(1 / 255)
-    x = x.astype(dtype, copy=False)
-    check_finite(x, name)
-    return x
 
 
 class Sequential:
@@ -139,8 +124,11 @@ class Sequential:
     def _forward_trusted(self, x: np.ndarray, training: bool) -> np.ndarray:
         """:meth:`forward` for a batch already checked and in the network's dtype (the training
         loop checks its data set once, not every batch)."""
-        for layer in self.layers:
-            x = layer._call(x, training)
+        # exp(-100) in float32, a saturated sigmoid times a small gradient: underflow to 0 is the
+        # right answer, not a FloatingPointError for code running under np.errstate(all="raise").
+        with np.errstate(under="ignore"):
+            for layer in self.layers:
+                x = layer._call(x, training)
         return x
 
     def backward(self, dy: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
@@ -153,10 +141,11 @@ class Sequential:
         last = len(self.layers) - 1
         # Only the caller's dy needs checking: each layer below receives the gradient its own
         # forward output shape implies.
-        grad = self.layers[last]._backward_checked(dy, last > 0 or input_grad)
-        for i in range(last - 1, -1, -1):
-            assert grad is not None
-            grad = self.layers[i]._backward(grad, i > 0 or input_grad)
+        with np.errstate(under="ignore"):  # as in forward
+            grad = self.layers[last]._backward_checked(dy, last > 0 or input_grad)
+            for i in range(last - 1, -1, -1):
+                assert grad is not None
+                grad = self.layers[i]._backward(grad, i > 0 or input_grad)
         return grad
 
     __call__ = forward

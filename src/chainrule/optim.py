@@ -167,7 +167,12 @@ class SGD(Optimizer):
 
 
 class Momentum(SGD):
-    """SGD with momentum: ``v = momentum * v - lr * g; p += v``."""
+    """SGD with momentum: ``v = momentum * v + g; p -= lr * v``.
+
+    The velocity is kept in gradient units (as PyTorch does) rather than as a step
+    (``v = momentum * v - lr * g; p += v``): the two agree for a constant rate, but in this form a
+    schedule that lowers ``lr`` slows the parameters at once and ``lr = 0`` stops them.
+    """
 
     slots = ("v",)
 
@@ -180,8 +185,8 @@ class Momentum(SGD):
     ) -> None:
         v = state["v"]
         v *= self.momentum
-        v -= np.multiply(g, self.lr, out=tmp)
-        p += v
+        v += g
+        p -= np.multiply(v, self.lr, out=tmp)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "momentum": self.momentum}
@@ -189,16 +194,18 @@ class Momentum(SGD):
 
 class Nesterov(Momentum):
     """Nesterov accelerated gradient, in the form that needs no look-ahead evaluation:
-    ``v = momentum * v - lr * g; p += momentum * v - lr * g``."""
+    ``v = momentum * v + g; p -= lr * (g + momentum * v)``."""
 
     def _update(
         self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray], tmp: np.ndarray
     ) -> None:
         v = state["v"]
         v *= self.momentum
-        v -= np.multiply(g, self.lr, out=tmp)
-        p -= tmp  # - lr * g
-        p += np.multiply(v, self.momentum, out=tmp)
+        v += g
+        np.multiply(v, self.momentum, out=tmp)
+        tmp += g
+        tmp *= self.lr
+        p -= tmp
 
 
 class AdaGrad(Optimizer):

@@ -10,13 +10,13 @@ back-propagated through them.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ._checks import check_array, check_int
+from ._checks import check_array, check_int, check_positive
 from .data import Batches, check_dataset, train_validation_split
 from .losses import Loss
 from .metrics import to_labels
@@ -201,6 +201,10 @@ def _restore(model: Sequential, state: dict[str, np.ndarray]) -> None:
         value[...] = state[key]
 
 
+def _all_finite(*groups: Iterable[np.ndarray]) -> bool:
+    return all(np.isfinite(a).all() for group in groups for a in group)
+
+
 def _undo(
     model: Sequential, optimizer: Optimizer, before: tuple[dict[str, np.ndarray], dict[str, Any]]
 ) -> None:
@@ -224,6 +228,7 @@ def fit(
     seed: int | None = None,
     callbacks: Sequence[Callback] | None = None,
     initial_epoch: int = 0,
+    divergence_factor: float | None = 1e4,
 ) -> History:
     """Train ``model`` by mini-batch back-propagation.
 
@@ -249,6 +254,11 @@ def fit(
     callbacks : sequence of Callback
     initial_epoch : int
         Epoch to start from when resuming (see :func:`chainrule.io.load_checkpoint`).
+    divergence_factor : float or None
+        Stop with :class:`DivergenceError` when a batch's loss exceeds this multiple of
+        ``max(1, loss of the first batch)``: a learning rate far too large can blow the loss up
+        by many orders of magnitude and kill every ReLU without ever producing NaN (Adam's step
+        is bounded by its rate). ``None`` stops on NaN and infinity only.
 
     Returns
     -------
@@ -257,8 +267,12 @@ def fit(
     Raises
     ------
     DivergenceError
-        If the loss or the network's output becomes NaN or infinite; the model's parameters are
+        If the loss, the network's output, a parameter or the optimizer's state becomes NaN or
+        infinite, or the loss grows past ``divergence_factor``; the model and the optimizer are
         put back to what they were at the start of that epoch.
+    ValueError
+        Before any step, if a target does not fit the model's output (a label out of range, a
+        target of the wrong shape), in ``y`` or in the validation data.
 
     Examples
     --------
@@ -278,6 +292,8 @@ def fit(
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a chainrule Optimizer, got {type(optimizer).__name__}")
     epochs = check_int(epochs, "epochs", minimum=0)
+    if divergence_factor is not None:
+        divergence_factor = check_positive(divergence_factor, "divergence_factor")
     initial_epoch = check_int(initial_epoch, "initial_epoch", minimum=0)
     x, y = check_array(x, "x"), check_array(y, "y")
     check_dataset(x, y)
@@ -298,6 +314,12 @@ def fit(
         )
         check_dataset(x_val, y_val, "x_val", "y_val")
 
+    # Every target checked against the model's output once, before a step can change the model.
+    out_shape = model.forward(x[:1]).shape[1:]
+    loss.check_target(y, (len(y), *out_shape), model.dtype)
+    if validation_data is not None:
+        loss.check_target(y_val, (len(y_val), *out_shape), model.dtype)
+
     batches = Batches(x, y, batch_size, model.dtype)
     history = History()
     run = TrainingRun(model, optimizer, history, epochs, len(batches), validation_data is not None)
@@ -305,6 +327,7 @@ def fit(
     for cb in callbacks:
         cb.on_train_begin(run)
     params, grads = model.params, model.grads  # the layers' own arrays, updated in place
+    loss_limit = np.inf  # set by the first batch
 
     for epoch in range(initial_epoch, epochs):
         for cb in callbacks:
@@ -323,6 +346,13 @@ def fit(
             if not np.isfinite(value):
                 _undo(model, optimizer, before)
                 raise DivergenceError(epoch, b, f"loss is {value}")
+            if value > loss_limit:
+                _undo(model, optimizer, before)
+                raise DivergenceError(
+                    epoch, b, f"loss {value:.4g} exceeds {divergence_factor:g} x the first batch's"
+                )
+            if loss_limit == np.inf and divergence_factor is not None:
+                loss_limit = divergence_factor * max(1.0, value)
             with np.errstate(over="ignore", invalid="ignore"):
                 model.backward(loss.backward(), input_grad=False)
                 optimizer.step(params, grads)
@@ -333,10 +363,14 @@ def fit(
                 cb.on_batch_end(run, b, value)
             if run.stop:  # a callback may end training mid-epoch (a time budget, say)
                 break
-        # The last step of the epoch is checked by no later forward pass.
-        if not all(np.isfinite(v).all() for v in (*params.values(), *model.buffers.values())):
+        # The last step of the epoch is checked by no later forward pass, and an optimizer's
+        # state (Adam's g**2 in float32) can overflow while the parameters stay finite.
+        if not _all_finite(params.values(), model.buffers.values()):
             _undo(model, optimizer, before)
-            raise DivergenceError(epoch, len(batches) - 1, "a parameter became NaN or infinite")
+            raise DivergenceError(epoch, b, "a parameter became NaN or infinite")
+        if not _all_finite(*(slots.values() for slots in optimizer.state.values())):
+            _undo(model, optimizer, before)
+            raise DivergenceError(epoch, b, "the optimizer's state became NaN or infinite")
         logs = {"loss": total_loss / seen, "accuracy": correct / seen}
         if validation_data is not None:
             val = evaluate(model, x_val, y_val, loss)

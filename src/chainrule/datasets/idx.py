@@ -73,9 +73,10 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If the file is empty, is not IDX, has a bad or truncated header, holds fewer or more data
-        bytes than the header declares, or is a truncated or corrupt gzip stream. The message
-        names the file and what is wrong.
+        If the path is not a regular file (a directory, a pipe), or the file is empty, is not
+        IDX, has a bad or truncated header, holds fewer or more data bytes than the header
+        declares, or is a truncated or corrupt gzip stream. The message names the file and what
+        is wrong.
     """
     return _read_idx(Path(path))
 
@@ -86,6 +87,8 @@ class _Digest(Protocol):
 
 def _read_idx(path: Path, digest: _Digest | None = None) -> np.ndarray:
     """:func:`read_idx`, also feeding every (decompressed) byte of the file to ``digest``."""
+    if path.exists() and not path.is_file():  # opening a named pipe would wait for a writer
+        raise _bad(path, "not a regular file (a directory, pipe or device)")
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
