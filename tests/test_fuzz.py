@@ -225,6 +225,7 @@ def test_idx_reader_on_every_truncation_and_single_bit_flip(warm):
                 flipped[bit // 8] ^= 1 << (bit % 8)
                 check_idx(path, bytes(flipped))
                 cases += 1
+    print(f"{cases} IDX truncations and bit flips, each ending as documented")
     assert cases >= IDX_SWEEP_CASES, cases
 
 
@@ -513,6 +514,7 @@ def test_load_on_truncations_and_bit_flips(seed_model):
             flipped[position] ^= 1 << bit
             check_model(case, bytes(flipped), seed, raw=True)
             cases += 1
+    print(f"{cases} model-file truncations and bit flips, each ending as documented")
     assert cases >= MODEL_SWEEP_CASES, cases
 
 
