@@ -680,6 +680,36 @@ def test_float32_model_stays_float32_with_float64_data():
     assert all(type(v) is float for v in history.loss + history.val_loss)
 
 
+def test_every_array_of_a_float32_training_step_is_float32(monkeypatch):
+    """No silent float64 upcast anywhere in fit: each layer's input, output, incoming and outgoing
+    gradient, and the loss gradient, are float32 at every step (uint8 images, int labels)."""
+    seen: list[tuple[str, np.dtype]] = []
+    model = cr.MLP(6, [8, 8], 3, batchnorm=True, dropout=0.1, rng=0)
+    for i, layer in enumerate(model.layers):
+        forward, backward = layer._forward, layer._backward
+
+        def spy_forward(x, training, _f=forward, _i=i):
+            y = _f(x, training)
+            seen.extend([(f"{_i} x", x.dtype), (f"{_i} y", y.dtype)])
+            return y
+
+        def spy_backward(dy, need_dx, _b=backward, _i=i):
+            dx = _b(dy, need_dx)
+            seen.append((f"{_i} dy", dy.dtype))
+            if dx is not None:
+                seen.append((f"{_i} dx", dx.dtype))
+            return dx
+
+        monkeypatch.setattr(layer, "_forward", spy_forward)
+        monkeypatch.setattr(layer, "_backward", spy_backward)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (40, 6), dtype=np.uint8), rng.integers(0, 3, 40)
+    cr.fit(model, x, y, loss=cr.SoftmaxCrossEntropy(), optimizer=cr.Adam(), epochs=1,
+           batch_size=8, validation_split=0.2, seed=0)  # fmt: skip
+    assert {name.split()[1] for name, _ in seen} == {"x", "y", "dy", "dx"}
+    assert [(name, dtype) for name, dtype in seen if dtype != np.float32] == []
+
+
 def test_float64_model_stays_float64():
     x, y = blobs(60, seed=0)
     model = cr.MLP(2, [8], 3, rng=0, dtype=np.float64)
