@@ -24,11 +24,10 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,7 @@ import pytest
 from hypothesis import settings
 
 import chainrule as cr
+from _localhttp import LocalServer
 from chainrule.datasets import DatasetSpec, DownloadError, fetch_idx_dataset
 
 SCALE = max(1, settings.default.max_examples // 100)
@@ -163,7 +163,7 @@ def test_control_a_killed_in_place_write_corrupts_the_file(models, tmp_path):
 
 
 # -- downloads ------------------------------------------------------------------------------------
-class SlowServer:
+class SlowServer(LocalServer):
     """Serves ``files`` under ``/<mode>/<name>``.
 
     Modes: ``good``; ``slow`` (4 KiB every 10 ms); ``stall`` (half the body, then nothing);
@@ -171,54 +171,38 @@ class SlowServer:
     """
 
     def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = files
-        self.hits: list[str] = []
+        super().__init__(files)
         self.sent = 0  # bytes of bodies written so far
-        server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.hits.append(self.path)
-                mode, _, name = self.path.strip("/").partition("/")
-                body = server.files.get(name)
-                if body is None:
-                    self.send_error(404)
-                    return
-                if mode == "busy":
-                    self.send_error(503)
-                    return
-                self.send_response(200)
-                if mode != "nolength":
-                    self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                try:
-                    if mode == "slow":
-                        for start in range(0, len(body), 4096):
-                            self.wfile.write(body[start : start + 4096])
-                            self.wfile.flush()
-                            server.sent += 4096
-                            time.sleep(0.01)
-                    elif mode == "stall":
-                        self.wfile.write(body[: len(body) // 2])
-                        self.wfile.flush()
-                        time.sleep(1.0)
-                    elif mode == "nolength":
-                        self.wfile.write(body[: len(body) // 2])
-                    else:
-                        self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client was killed or gave up
-                self.close_connection = True
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+    def respond(self, handler: BaseHTTPRequestHandler, mode: str, body: bytes | None) -> None:
+        if body is None:
+            handler.send_error(404)
+            return
+        if mode == "busy":
+            handler.send_error(503)
+            return
+        handler.send_response(200)
+        if mode != "nolength":
+            handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        try:
+            if mode == "slow":
+                for start in range(0, len(body), 4096):
+                    handler.wfile.write(body[start : start + 4096])
+                    handler.wfile.flush()
+                    self.sent += 4096
+                    time.sleep(0.01)
+            elif mode == "stall":
+                handler.wfile.write(body[: len(body) // 2])
+                handler.wfile.flush()
+                time.sleep(1.0)
+            elif mode == "nolength":
+                handler.wfile.write(body[: len(body) // 2])
+            else:
+                handler.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client was killed or gave up
+        handler.close_connection = True
 
 
 @pytest.fixture
@@ -228,14 +212,8 @@ def server() -> Iterator[SlowServer]:
         "a.bin": rng.integers(0, 256, 300_000, dtype=np.uint8).tobytes(),
         "b.bin": rng.integers(0, 256, 50_000, dtype=np.uint8).tobytes(),
     }
-    srv = SlowServer(files)
-    srv.thread.start()
-    try:
+    with SlowServer(files) as srv:
         yield srv
-    finally:
-        srv.httpd.shutdown()
-        srv.httpd.server_close()
-        srv.thread.join()
 
 
 def spec_for(server: SlowServer, mode: str) -> DatasetSpec:

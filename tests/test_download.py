@@ -5,14 +5,14 @@ from __future__ import annotations
 import hashlib
 import socket
 import struct
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
 
+from _localhttp import LocalServer
 from chainrule.datasets import (
     DATASETS,
     IDX_FILES,
@@ -24,59 +24,33 @@ from chainrule.datasets import (
 )
 
 
-class Server:
-    """Serves ``files`` under ``/<mode>/<name>``; the mode says how to (mis)behave."""
+class Server(LocalServer):
+    """The data set's files under ``/<mode>/<name>``; the mode says how to (mis)behave."""
 
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = files
-        self.hits: list[str] = []
-        self._lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                with server._lock:
-                    server.hits.append(self.path)
-                mode, _, name = self.path.strip("/").partition("/")
-                body = server.files.get(name)
-                if body is None or mode == "missing":
-                    self.send_error(404)
-                elif mode == "busy":
-                    self.send_error(503)
-                elif mode == "slow":
-                    time.sleep(0.3)  # the client gives up after 0.1 s; answer nothing
-                    self.close_connection = True
-                else:
-                    if mode == "wrong":
-                        body = bytes(b ^ 1 for b in body)
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    if mode in ("short", "reset"):
-                        self.wfile.write(body[: len(body) // 2])
-                        self.close_connection = True
-                        if mode == "reset":
-                            # Linger 0: closing sends RST instead of FIN.
-                            linger = struct.pack("ii", 1, 0)
-                            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-                            self.connection.close()
-                    else:
-                        self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        # A short poll interval: shutdown() waits up to one interval.
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-
-    def count(self, mode: str) -> int:
-        with self._lock:
-            return sum(hit.startswith(f"/{mode}/") for hit in self.hits)
+    def respond(self, handler: BaseHTTPRequestHandler, mode: str, body: bytes | None) -> None:
+        if body is None or mode == "missing":
+            handler.send_error(404)
+        elif mode == "busy":
+            handler.send_error(503)
+        elif mode == "slow":
+            time.sleep(0.3)  # the client gives up after 0.1 s; answer nothing
+            handler.close_connection = True
+        else:
+            if mode == "wrong":
+                body = bytes(b ^ 1 for b in body)
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            if mode in ("short", "reset"):
+                handler.wfile.write(body[: len(body) // 2])
+                handler.close_connection = True
+                if mode == "reset":
+                    # Linger 0: closing sends RST instead of FIN.
+                    linger = struct.pack("ii", 1, 0)
+                    handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                    handler.connection.close()
+            else:
+                handler.wfile.write(body)
 
 
 @pytest.fixture(scope="module")
@@ -98,14 +72,8 @@ def files(tmp_path_factory) -> dict[str, bytes]:
 
 @pytest.fixture
 def server(files) -> Iterator[Server]:
-    srv = Server(files)
-    srv.thread.start()
-    try:
+    with Server(files) as srv:
         yield srv
-    finally:
-        srv.httpd.shutdown()
-        srv.httpd.server_close()
-        srv.thread.join()
 
 
 @pytest.fixture
