@@ -113,14 +113,17 @@ def as_generator(rng: np.random.Generator | int | None) -> np.random.Generator:
     )
 
 
-def as_input(x: Any, dtype: np.dtype, name: str = "x") -> np.ndarray:
+def as_input(x: Any, dtype: np.dtype | None, name: str = "x") -> np.ndarray:
     """Convert a batch of inputs to the model's floating ``dtype``, checking it on the way.
 
     ``uint8`` arrays are taken as 8-bit pixel intensities and scaled to [0, 1], so image data can
     stay in memory as bytes (a quarter of float32) and be converted one batch at a time. Other
-    integer arrays are converted as they are; NaN or infinity is refused.
+    integer arrays are converted as they are; NaN or infinity is refused. ``dtype=None`` keeps a
+    floating input's own dtype and converts integers to float32.
     """
     x = check_array(x, name)
+    if dtype is None:
+        dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float32)
     if x.dtype == np.uint8:
         return x.astype(dtype) * dtype.type(1 / 255)
     x = x.astype(dtype, copy=False)

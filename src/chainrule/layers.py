@@ -71,10 +71,7 @@ class Layer:
         training : bool
             Training-mode behaviour for Dropout and BatchNorm; other layers ignore it.
         """
-        x = check_array(x, f"{self!r} input")
         dtype = next((p.dtype for p in self.params.values()), None)
-        if dtype is None:
-            dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float32)
         x = as_input(x, dtype, f"{self!r} input")
         with np.errstate(under="ignore"):  # underflow to 0 is the right answer (see functional)
             return self._call(x, training)
