@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import chainrule as cr
@@ -210,6 +210,9 @@ BUGS: dict[str, tuple[Callable[[], cr.Layer], Callable[[], cr.Loss], Callable, s
 )
 def test_a_broken_backward_pass_is_caught(bug, n, seed, magnitude, rtol):
     middle, loss, target, where = BUGS[bug]
+    # tanh(y) = y - y**3/3 + ...: for inputs of 0.1 this bug moves the gradient by about y**4, less
+    # than rtol, so no check at that tolerance can (or should) see it there.
+    assume(bug != "tanh derivative of the wrong variable" or magnitude >= 1.0)
     rng = np.random.default_rng(seed)
     # Dense(4 -> 5), the layer under test, Dense(5 -> 3): parameters 0.*, [1.* or 2.*], 2.*/3.*
     net = cr.Sequential(

@@ -50,3 +50,19 @@ def test_numerical_gradient_restores_on_error():
     with pytest.raises(RuntimeError):
         cr.numerical_gradient(f, x)
     np.testing.assert_array_equal(x, [1.0, 2.0])
+
+
+@pytest.mark.parametrize("method", ["central", "forward"])
+def test_numerical_gradient_divides_by_the_step_actually_taken(method):
+    # Next to 1e3, float64 cannot hold x + 4e-9 exactly: dividing by h itself would be off by
+    # eps * 1e3 / 4e-9 = 5e-5 relative. A linear f makes the exact answer known: 3.
+    x = np.array([1000.0 + 1 / 3])
+    g = cr.numerical_gradient(lambda v: 3.0 * float(v[0]), x, h=4e-9, method=method)
+    assert g[0] == pytest.approx(3.0, rel=1e-9)
+
+
+def test_numerical_gradient_refuses_a_step_below_the_resolution():
+    x = np.array([1000.0], dtype=np.float32)
+    with pytest.raises(ValueError, match=r"h=1e-09 is below the resolution of float32 at 1000"):
+        cr.numerical_gradient(lambda v: float(v.sum()), x, h=1e-9)
+    assert x[0] == 1000.0
