@@ -50,6 +50,9 @@ def test_learning_rate(capsys):
     assert fig["lr_0.1_distance"] < 1e-8  # converges
     assert fig["lr_10_distance"] > 1e6 * fig["start_distance"]  # diverges
     assert fig["lr_10_exact_distance"] > 1e100
+    # chainrule's numerical gradient does not freeze where x + h rounds to x: it diverges as the
+    # exact gradient does (within the coarse step of one float spacing at 1e13 and beyond).
+    assert fig["lr_10_chainrule_distance"] == pytest.approx(fig["lr_10_exact_distance"], rel=0.5)
     assert fig["lr_1e-10_distance"] == pytest.approx(fig["start_distance"], abs=1e-6)  # stuck
     # The note's printed end points are reproduced to the digits shown.
     assert fig["lr_10_distance"] == pytest.approx(2.59307440e13, rel=1e-8)

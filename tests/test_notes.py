@@ -61,8 +61,11 @@ def test_numerical_gradient_divides_by_the_step_actually_taken(method):
     assert g[0] == pytest.approx(3.0, rel=1e-9)
 
 
-def test_numerical_gradient_refuses_a_step_below_the_resolution():
+def test_numerical_gradient_steps_to_the_neighbour_below_the_resolution():
+    # In float32 at 1000 the spacing is 6e-5: a step of 1e-9 would not move x at all (the
+    # difference quotient would be 0/h = 0). The next representable numbers are used instead.
     x = np.array([1000.0], dtype=np.float32)
-    with pytest.raises(ValueError, match=r"h=1e-09 is below the resolution of float32 at 1000"):
-        cr.numerical_gradient(lambda v: float(v.sum()), x, h=1e-9)
+    for method in ("central", "forward"):
+        g = cr.numerical_gradient(lambda v: 3.0 * float(v[0]), x, h=1e-9, method=method)
+        assert g[0] == pytest.approx(3.0, rel=1e-12)
     assert x[0] == 1000.0

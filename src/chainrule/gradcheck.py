@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,8 @@ def numerical_gradient(
 
     ``x`` is perturbed in place one element at a time (so ``f`` may close over it, as a network
     closes over its weights) and every element is restored to its exact original value. The
-    difference is divided by the step as stored in ``x``'s dtype, which is ``h`` up to rounding.
+    difference is divided by the step as stored in ``x``'s dtype: ``h`` up to rounding, or the
+    distance to the next representable number where ``h`` is smaller than that.
 
     Parameters
     ----------
@@ -67,25 +69,27 @@ def numerical_gradient(
         try:
             # Divide by the step actually stored, (x + h) - x, not by h: next to a large x the
             # dtype cannot hold x + h exactly, and the difference would be a relative error of
-            # eps |x| / h in the gradient (5e-5 for x = 1e3, h = 4e-9 in float64).
-            x[index] = original + h
+            # eps |x| / h in the gradient (5e-5 for x = 1e3, h = 4e-9 in float64). Where h is
+            # below the resolution altogether, the step is to the nearest representable value.
+            x[index] = _step(original, h, np.inf)
             up = float(x[index]) - float(original)
             plus = float(f(x))
             if method == "forward":
-                grad[index] = (plus - base) / _nonzero(up, h, original, x.dtype)
+                grad[index] = (plus - base) / up
             else:
-                x[index] = original - h
+                x[index] = _step(original, h, -np.inf)
                 down = float(original) - float(x[index])
-                grad[index] = (plus - float(f(x))) / _nonzero(up + down, h, original, x.dtype)
+                grad[index] = (plus - float(f(x))) / (up + down)
         finally:
             x[index] = original  # the exact value, not (x + h) - h
     return grad
 
 
-def _nonzero(step: float, h: float, at: np.generic, dtype: np.dtype) -> float:
-    if step == 0.0:
-        raise ValueError(f"h={h:g} is below the resolution of {dtype} at {at}: use a larger h")
-    return step
+def _step(value: np.floating[Any], h: float, direction: float) -> np.floating[Any]:
+    """``value + h`` (``direction`` +inf) or ``value - h`` (-inf), in ``value``'s dtype, or the
+    next representable number that way if ``h`` is too small to move ``value`` at all."""
+    moved = value + h if direction > 0 else value - h  # h a Python float: value's dtype
+    return moved if moved != value else np.nextafter(value, direction)
 
 
 @dataclass(frozen=True)

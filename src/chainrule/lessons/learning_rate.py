@@ -5,10 +5,13 @@ the numerical gradient, at learning rates 0.1, 10 and 1e-10: the first reaches t
 second blows up, the third does not move. Every step multiplies ``x`` by ``1 - 2 * lr``
 (0.8, -19 and almost 1), which this lesson prints next to the measured end points.
 
-At learning rate 10 the numerical gradient itself gives out: once ``|x|`` is near 1e13, ``x**2``
-is so large that ``f(x + h)`` and ``f(x - h)`` round to the same float (or to neighbours), the
-difference quotient collapses, and ``x`` freezes there. That is why the note's result is about
-2.6e13 and not the 1e128 that the exact gradient ``2x`` reaches.
+At learning rate 10 the note's numerical gradient itself gives out: once ``|x|`` is near 1e13,
+``x + h`` rounds to ``x`` (float64 numbers there are 0.004 apart, ``h`` is 1e-4), ``f(x + h)``
+and ``f(x - h)`` are the same number, the difference quotient is 0, and ``x`` freezes there.
+That is why the note's result is about 2.6e13 and not the 1e128 that the exact gradient ``2x``
+reaches. :func:`chainrule.numerical_gradient` divides by the step actually stored and, where
+``h`` cannot move ``x`` at all, steps to the next representable number: it keeps diverging like
+the exact gradient. The lesson runs the note's formula to reproduce its figures, and both.
 """
 
 from __future__ import annotations
@@ -35,6 +38,20 @@ def _exact_gradient(x: np.ndarray) -> np.ndarray:
     return 2.0 * x
 
 
+def _note_numerical_gradient(x: np.ndarray, h: float = 1e-4) -> np.ndarray:
+    """Note 003's ``numerical_gradient`` as written: ``(f(x + h) - f(x - h)) / 2h`` per element,
+    dividing by ``2h`` even where ``x + h`` rounds to ``x``."""
+    grad = np.zeros_like(x)
+    for i in range(x.size):
+        original = x[i]
+        x[i] = original + h
+        plus = f(x)
+        x[i] = original - h
+        grad[i] = (plus - f(x)) / (2 * h)
+        x[i] = original
+    return grad
+
+
 def _frozen_at(path: np.ndarray) -> int:
     """First step after which ``x`` no longer changes by more than 1e-6 of itself (or -1)."""
     norms = np.linalg.norm(path, axis=1)
@@ -44,7 +61,8 @@ def _frozen_at(path: np.ndarray) -> int:
 
 
 def run(*, quick: bool = False, seed: int = 0, data_dir: DataDir = None) -> LessonResult:
-    """Run the note's three learning rates (and lr 10 with the exact gradient).
+    """Run the note's three learning rates (and lr 10 with chainrule's numerical gradient and
+    with the exact gradient).
 
     Parameters
     ----------
@@ -56,7 +74,11 @@ def run(*, quick: bool = False, seed: int = 0, data_dir: DataDir = None) -> Less
     """
     check_seed(seed)
     start = np.array(START)
-    paths = {lr: gradient_descent(f, start, lr=lr, step_num=STEPS)[1] for lr in RATES}
+    paths = {
+        lr: gradient_descent(f, start, lr=lr, step_num=STEPS, grad=_note_numerical_gradient)[1]
+        for lr in RATES
+    }
+    careful = gradient_descent(f, start, lr=10.0, step_num=STEPS)[1]  # cr.numerical_gradient
     exact = gradient_descent(f, start, lr=10.0, step_num=STEPS, grad=_exact_gradient)[1]
 
     figures: dict[str, float] = {"start_distance": float(np.linalg.norm(start))}
@@ -76,33 +98,34 @@ def run(*, quick: bool = False, seed: int = 0, data_dir: DataDir = None) -> Less
             ]
         )
     figures["lr_1e-10_moved"] = float(np.linalg.norm(paths[1e-10][-1] - start))
-    exact_end = exact[-1]
-    figures["lr_10_exact_distance"] = float(np.linalg.norm(exact_end))
     figures["lr_10_frozen_at_step"] = float(_frozen_at(paths[10.0]))
-    rows.append(
-        [
-            "10 (exact 2x)",
-            "-19",
-            f"[{exact_end[0]:.8e}, {exact_end[1]:.8e}]",
-            f"{figures['lr_10_exact_distance']:.3e}",
-            f"{f(exact_end):.3e}",
-        ]
-    )
+    for label, key, path in [
+        ("10 (chainrule's)", "lr_10_chainrule_distance", careful),
+        ("10 (exact 2x)", "lr_10_exact_distance", exact),
+    ]:
+        end = path[-1]
+        figures[key] = float(np.linalg.norm(end))
+        rows.append(
+            [label, "-19", f"[{end[0]:.8e}, {end[1]:.8e}]", f"{figures[key]:.3e}", f"{f(end):.3e}"]
+        )
     table = format_table(
         ["learning rate", "factor/step", f"x after {STEPS} steps", "|x|", "f(x)"], rows
     )
     text = "\n".join(
         [
             f"Gradient descent on f(x) = x0^2 + x1^2 from {START}, {STEPS} steps, numerical "
-            "gradient (central difference, h = 1e-4) as in note 003",
+            "gradient (central difference, h = 1e-4) as in note 003; then lr 10 with "
+            "chainrule.numerical_gradient and with the exact gradient",
             "",
             table,
             "",
             f"lr 0.1 shrinks x by 0.8 per step: 5 * 0.8^{STEPS} = {5 * 0.8**STEPS:.2e}.",
-            "lr 10 multiplies x by -19 per step; with the numerical gradient it freezes after "
-            f"step {figures['lr_10_frozen_at_step']:.0f}, at |x| = "
-            f"{figures['lr_10_distance']:.2e}, where f(x+h) - f(x-h) is lost to rounding;",
-            f"the exact gradient keeps going to 5 * 19^{STEPS} = {5 * 19.0**STEPS:.2e}.",
+            "lr 10 multiplies x by -19 per step; with the note's numerical gradient it freezes "
+            f"after step {figures['lr_10_frozen_at_step']:.0f}, at |x| = "
+            f"{figures['lr_10_distance']:.2e}, where x + h rounds to x;",
+            "chainrule.numerical_gradient (the step actually stored, at least one float "
+            f"spacing) reaches {figures['lr_10_chainrule_distance']:.2e}, the exact gradient "
+            f"5 * 19^{STEPS} = {5 * 19.0**STEPS:.2e}.",
             f"lr 1e-10 moves x by {figures['lr_1e-10_moved']:.1e} in {STEPS} steps (out of a "
             "distance of 5): training that never gets anywhere.",
         ]
