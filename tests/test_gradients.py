@@ -52,8 +52,10 @@ LAYERS: dict[str, Callable[[], list[cr.Layer]]] = {
 LOSSES: dict[str, tuple[Callable[[], cr.Loss], list[type[cr.Layer]], Callable]] = {
     "SoftmaxCE-labels": (cr.SoftmaxCrossEntropy, [], _labels),
     "SoftmaxCE-onehot": (cr.SoftmaxCrossEntropy, [], _onehot),
+    "SoftmaxCE-soft": (cr.SoftmaxCrossEntropy, [], _soft),  # rows that do not sum to 1
     "CE-labels": (cr.CrossEntropy, [cr.Softmax], _labels),
     "CE-onehot": (cr.CrossEntropy, [cr.Softmax], _onehot),
+    "CE-soft": (cr.CrossEntropy, [cr.Softmax], _soft),
     "BCE": (cr.BinaryCrossEntropy, [cr.Sigmoid], _soft),
     "BCE-logits": (lambda: cr.BinaryCrossEntropy(from_logits=True), [], _soft),
     "BCE-batchmean": (lambda: cr.BinaryCrossEntropy(reduction="batchmean"), [cr.Sigmoid], _soft),

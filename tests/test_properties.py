@@ -140,8 +140,10 @@ def _real(rng: np.random.Generator, n: int, k: int, scale: float) -> np.ndarray:
 LOSSES: dict[str, tuple[Callable[[], cr.Loss], Callable[[], list[cr.Layer]], Callable]] = {
     "SoftmaxCrossEntropy/labels": (cr.SoftmaxCrossEntropy, list, _labels),
     "SoftmaxCrossEntropy/one-hot": (cr.SoftmaxCrossEntropy, list, _onehot),
+    "SoftmaxCrossEntropy/soft": (cr.SoftmaxCrossEntropy, list, _soft),
     "CrossEntropy/labels": (cr.CrossEntropy, lambda: [cr.Softmax()], _labels),
     "CrossEntropy/one-hot": (cr.CrossEntropy, lambda: [cr.Softmax()], _onehot),
+    "CrossEntropy/soft": (cr.CrossEntropy, lambda: [cr.Softmax()], _soft),
     "BinaryCrossEntropy": (cr.BinaryCrossEntropy, lambda: [cr.Sigmoid()], _soft),
     "BinaryCrossEntropy/batchmean": (
         lambda: cr.BinaryCrossEntropy(reduction="batchmean"),

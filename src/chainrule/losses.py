@@ -178,8 +178,10 @@ class MeanSquaredError(Loss):
 class SoftmaxCrossEntropy(Loss):
     """Softmax followed by cross-entropy, computed from logits in one stable step.
 
-    ``L = -mean_n log softmax(y)[n, t_n]`` (or ``-sum(t * log softmax(y)) / N`` for one-hot
+    ``L = -mean_n log softmax(y)[n, t_n]`` (or ``-sum(t * log softmax(y)) / N`` for target
     rows); the gradient is ``(softmax(y) - t) / N``: the ``y - t`` of the notes, per sample.
+    Target rows need not be one-hot (soft labels, multi-hot): the gradient is then
+    ``(softmax(y) * sum_k t_k - t) / N``, which is the same thing when a row sums to 1.
     """
 
     def _target(self, y: np.ndarray, t: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -204,6 +206,7 @@ class SoftmaxCrossEntropy(Loss):
             grad[np.arange(n), labels] -= 1
         else:
             assert onehot is not None
+            grad *= onehot.sum(axis=1, keepdims=True)  # 1 for one-hot rows, exactly
             grad -= onehot
         with np.errstate(under="ignore"):  # subnormal probabilities scaled by 1/N
             grad *= grad.dtype.type(1.0 / n)
