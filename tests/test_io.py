@@ -350,6 +350,28 @@ def test_save_refuses_non_finite_and_keeps_the_old_file(tmp_path, where, message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
 
 
+def test_save_refuses_an_optimizer_of_another_model(tmp_path):
+    # load would refuse such a file: save must not replace a good one with it.
+    model, other = cr.MLP(3, [4], 2, rng=0), cr.MLP(3, [5], 2, rng=0)
+    optimizer = cr.Adam()
+    optimizer.step(other.params, {k: np.ones_like(v) for k, v in other.params.items()})
+    path = cr.save(model, tmp_path / "model.npz")
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"Adam holds state 0\.W/m of shape \(3, 5\) float32"):
+        cr.save(model, path, optimizer=optimizer)
+    assert path.read_bytes() == before
+
+
+def test_a_network_of_mixed_dtypes_is_refused_where_it_is_built(tmp_path):
+    with pytest.raises(ValueError, match=r"different dtypes \(0: Dense\(4 -> 5\) float64, 1: "):
+        cr.Sequential(cr.Dense(4, 5, dtype=np.float64), cr.BatchNorm(5), cr.Dense(5, 2))
+    model = cr.Sequential(cr.Dense(4, 5), cr.BatchNorm(5))
+    model.layers.append(cr.Dense(5, 2, dtype=np.float64))  # the list is public: save checks too
+    with pytest.raises(ValueError, match="different dtypes"):
+        cr.save(model, tmp_path / "model.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_save_refuses_non_finite_optimizer_state(tmp_path):
     # load would refuse such a file: save must not replace a good one with it.
     model = cr.MLP(3, [4], 2, rng=0)

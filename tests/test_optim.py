@@ -350,10 +350,40 @@ def test_load_state_dict_refuses_negative_iterations():
 
 
 def test_load_state_dict_refuses_slots_of_another_optimizer():
-    state = cr.Momentum().state_dict()
-    state["state"] = {"w": {"v": np.zeros(2)}}
+    state = cr.Adam().state_dict()
+    state["state"] = {"w": {"v": np.zeros(2)}}  # Momentum's slot
     with pytest.raises(ValueError, match="slots"):
         cr.Adam().load_state_dict(state)
+
+
+def test_load_state_dict_refuses_another_kind_of_optimizer():
+    with pytest.raises(ValueError, match="Adam cannot load the state of a Momentum"):
+        cr.Adam().load_state_dict(cr.Momentum().state_dict())
+
+
+def test_load_state_dict_restores_the_hyper_parameters():
+    source = cr.AdamW(0.01, beta1=0.8, weight_decay=0.1)
+    source.lr = 0.005  # as a schedule leaves it
+    target = cr.AdamW()
+    target.load_state_dict(source.state_dict())
+    assert target.config() == source.config()
+    assert target.initial_lr == 0.01
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_of_another_model_is_refused_before_any_update(name):
+    opt = OPTIMIZERS[name](lr=0.1)
+    opt.step({"w": np.ones(3)}, {"w": np.ones(3)})
+    params = {"a": np.ones(2), "w": np.ones(4)}
+    before = {k: v.copy() for k, v in params.items()}
+    if not opt.slots:  # SGD keeps no state, so any model fits it
+        opt.step(params, {k: np.ones_like(v) for k, v in params.items()})
+        return
+    with pytest.raises(
+        ValueError, match=r"holds state w/\w+ of shape \(3,\) float64, but the model has \(4,\)"
+    ):
+        opt.step(params, {k: np.ones_like(v) for k, v in params.items()})
+    assert all(np.array_equal(params[k], before[k]) for k in params)
 
 
 # -- (f) weight decay ----------------------------------------------------------------------------

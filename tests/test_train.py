@@ -197,9 +197,13 @@ def test_train_validation_split_partitions():
     assert len(x_tr) == 15
     assert sorted(np.concatenate([y_tr, y_val]).tolist()) == list(range(20))
     assert_array_equal(x_tr[:, 0], y_tr)
-    for bad in (0, 1, 1.5, -0.1, 0.01):
+    for bad in (0, 1, 1.5, -0.1, 0.01, float("nan")):
         with pytest.raises(ValueError, match="validation_split"):
             train_validation_split(x, y, bad, rng=0)
+    with pytest.raises(TypeError, match="validation_split must be a real number, got str"):
+        train_validation_split(x, y, "0.25", rng=0)
+    (_, same), _ = train_validation_split(x, y, np.float32(0.25), rng=0)  # any real type
+    assert_array_equal(same, y_tr)
 
 
 # -- shuffling -------------------------------------------------------------------------------
@@ -225,6 +229,25 @@ def test_batches_are_a_fresh_permutation_each_epoch():
     assert orders[0] != list(range(n))
     in_order = [int(v) for _, yb in batches.epoch(None) for v in yb]
     assert in_order == list(range(n))
+
+
+def test_a_remainder_smaller_than_the_models_minimum_joins_the_batch_before():
+    x, y = np.arange(17.0)[:, None], np.arange(17)
+    assert [len(b) for _, b in Batches(x, y, 8, np.float64).epoch(None)] == [8, 8, 1]
+    merged = Batches(x, y, 8, np.float64, min_batch=2)
+    assert len(merged) == 2
+    batches = [b.copy() for _, b in merged.epoch(np.random.default_rng(0))]
+    assert [len(b) for b in batches] == [8, 9]
+    assert sorted(np.concatenate(batches)) == list(range(17))
+
+
+def test_batchnorm_trains_when_the_last_batch_would_hold_one_sample():
+    x, y = blobs(17, seed=0)
+    model = cr.MLP(2, [6], 3, batchnorm=True, rng=0)
+    _, history = train(x, y, model=model, epochs=2, batch_size=8)
+    assert len(history) == 2
+    _, history = train(x, y, model=model, epochs=2, batch_size=8, validation_split=0.2)
+    assert len(history) == 2
 
 
 def test_batches_convert_to_the_model_dtype():
@@ -433,6 +456,22 @@ def test_early_stopping_without_restore_keeps_the_last_weights():
     assert_same_weights(weights(model), snapshots.at[1])
 
 
+def test_an_early_stopping_callback_reused_for_another_run_starts_afresh():
+    x, y = blobs(100, seed=0)
+    stopper = cr.EarlyStopping(monitor="loss", patience=1)
+    first, _ = train(x, y, epochs=4, callbacks=[Scripted("loss", [0.1, 0.2, 0.3, 0.4]), stopper])
+    assert stopper.best_epoch == 0
+    # Worse scores than the first run's best: they must count as improvements here, and the
+    # first model's weights must never be restored into the second.
+    second = cr.MLP(2, [16], 3, rng=1)
+    _, history = train(
+        x, y, model=second, epochs=3, callbacks=[Scripted("loss", [0.9, 0.8, 0.7]), stopper]
+    )
+    assert len(history) == 3
+    assert stopper.best_epoch == 2
+    assert digest_of(weights(second)) != digest_of(weights(first))
+
+
 def test_early_stopping_on_val_loss_without_validation_data():
     x, y = blobs(60, seed=0)
     with pytest.raises(ValueError, match=r"val_loss.*no validation data.*monitor 'loss'"):
@@ -446,6 +485,10 @@ def test_early_stopping_validation():
         cr.EarlyStopping(monitor="val_acc")
     with pytest.raises(ValueError, match="Invalid patience: -1"):
         cr.EarlyStopping(patience=-1)
+    with pytest.raises(ValueError, match="Invalid min_delta: nan"):
+        cr.EarlyStopping(min_delta=float("nan"))
+    with pytest.raises(TypeError, match="min_delta must be a real number, got str"):
+        cr.EarlyStopping(min_delta="x")
 
 
 def test_callback_hooks_and_stop_flag():
@@ -590,6 +633,13 @@ def _fit_kwargs():
     return {"loss": cr.SoftmaxCrossEntropy(), "optimizer": cr.SGD(lr=0.1), "epochs": 1}
 
 
+def _used_optimizer() -> cr.Optimizer:
+    """An Adam that has trained a model of another shape than the one fit is given."""
+    model, optimizer = cr.MLP(3, [4], 2, rng=0, dtype=np.float64), cr.Adam()
+    cr.fit(model, np.zeros((4, 3)), np.zeros(4, int), **{**_fit_kwargs(), "optimizer": optimizer})
+    return optimizer
+
+
 @pytest.mark.parametrize(
     ("change", "error", "message"),
     [
@@ -609,6 +659,16 @@ def _fit_kwargs():
         ({"validation_split": 1.5}, ValueError, "Invalid validation_split: 1.5"),
         ({"validation_data": np.zeros((3, 2))}, TypeError, "validation_data must be a pair"),
         ({"validation_data": (np.zeros((3, 2)), np.zeros(2, int))}, ValueError, "x_val and y_val"),
+        (
+            {"validation_data": (np.zeros((3, 3)), np.zeros(3, int))},
+            ValueError,
+            r"x_val holds samples of shape \(3,\), x holds \(2,\)",
+        ),
+        (
+            {"optimizer": _used_optimizer()},
+            ValueError,
+            r"Adam holds state 0.W/m of shape \(3, 4\) float64, but the model has \(2, 4\)",
+        ),
     ],
 )
 def test_fit_refuses_bad_arguments(change, error, message):

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ._checks import as_generator, check_array, check_finite, check_int, describe
+from ._checks import as_generator, check_array, check_finite, check_int, check_positive, describe
 
 __all__ = ["Batches", "check_dataset", "train_validation_split"]
 
@@ -52,12 +52,13 @@ def train_validation_split(
     -------
     (x_train, y_train), (x_val, y_val)
     """
-    if not isinstance(validation_split, float | int) or not 0 < validation_split < 1:
+    fraction = check_positive(validation_split, "validation_split")
+    if fraction >= 1:
         raise ValueError(f"Invalid validation_split: {validation_split!r} (must be in (0, 1))")
     n = len(x)
     if len(y) != n:
         raise ValueError(f"x and y hold different numbers of samples: {n} and {len(y)}")
-    n_val = round(n * validation_split)
+    n_val = round(n * fraction)
     if not 0 < n_val < n:
         raise ValueError(
             f"validation_split={validation_split} of {n} samples leaves an empty train or "
@@ -81,6 +82,9 @@ class Batches:
         The last batch of an epoch holds the remainder (it is not dropped).
     dtype : floating dtype
         Of the input batches handed to the model.
+    min_batch : int
+        The smallest batch the model trains on (2 with BatchNorm): a smaller remainder joins
+        the batch before it, so every sample is still used once per epoch.
 
     Notes
     -----
@@ -89,28 +93,37 @@ class Batches:
     """
 
     def __init__(
-        self, x: np.ndarray, y: np.ndarray, batch_size: int, dtype: np.dtype | type
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        batch_size: int,
+        dtype: np.dtype | type,
+        min_batch: int = 1,
     ) -> None:
         self.x, self.y = x, y
         self.batch_size = min(check_int(batch_size, "batch_size"), len(x))
         self.dtype = np.dtype(dtype)
         if not np.issubdtype(self.dtype, np.floating):
             raise TypeError(f"dtype must be a floating type, got {describe(self.dtype)}")
-        b = self.batch_size
+        n, b = len(x), self.batch_size
+        self._stops = [*range(b, n, b), n]  # where each batch ends
+        if len(self._stops) > 1 and n - self._stops[-2] < check_int(min_batch, "min_batch"):
+            del self._stops[-2]
+        b = max(stop - start for start, stop in zip([0, *self._stops], self._stops, strict=False))
         self._x_raw = np.empty((b, *x.shape[1:]), x.dtype)
         self._y = np.empty((b, *y.shape[1:]), y.dtype)
         # A separate float buffer only when the raw dtype is not already the model's.
         self._x = None if x.dtype == self.dtype else np.empty((b, *x.shape[1:]), self.dtype)
 
     def __len__(self) -> int:
-        return -(-len(self.x) // self.batch_size)
+        return len(self._stops)
 
     def epoch(self, rng: np.random.Generator | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield the batches of one epoch, shuffled by ``rng`` (in order if ``rng`` is None)."""
-        n, b = len(self.x), self.batch_size
+        n = len(self.x)
         order = rng.permutation(n) if rng is not None else np.arange(n)
-        for start in range(0, n, b):
-            idx = order[start : start + b]
+        for start, stop in zip([0, *self._stops], self._stops, strict=False):
+            idx = order[start:stop]
             m = len(idx)
             x_raw = np.take(self.x, idx, axis=0, out=self._x_raw[:m])
             y = np.take(self.y, idx, axis=0, out=self._y[:m])

@@ -95,6 +95,9 @@ def save(
     """
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be a chainrule Sequential, got {type(model).__name__}")
+    dtype = model.dtype  # refuses a network of mixed dtypes before anything is written
+    if optimizer is not None:
+        optimizer.check_params(model.params)  # a file load() would refuse is never written
     path = Path(path)
     arrays: dict[str, np.ndarray] = {}
     for name, value in model.params.items():
@@ -114,7 +117,7 @@ def save(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "chainrule_version": __version__,
-        "dtype": model.dtype.name,
+        "dtype": dtype.name,
         "layers": model.config(),
         "rng_states": {
             str(i): layer.rng.bit_generator.state

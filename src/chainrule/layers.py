@@ -51,6 +51,8 @@ class Layer:
 
     #: Whether ``forward`` behaves differently in training (Dropout, BatchNorm).
     has_training_mode: ClassVar[bool] = False
+    #: The smallest batch ``forward(x, training=True)`` accepts (BatchNorm needs 2).
+    min_batch: ClassVar[int] = 1
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
@@ -390,6 +392,7 @@ class BatchNorm(Layer):
     """
 
     has_training_mode = True
+    min_batch = 2  # one sample has no spread to normalise by
 
     def __init__(
         self,
@@ -418,8 +421,11 @@ class BatchNorm(Layer):
     def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         x = x.astype(self.params["gamma"].dtype, copy=False)
         if training:
-            if x.shape[0] < 2:
-                raise ValueError(f"{self!r} needs a batch of at least 2 in training, got {x.shape}")
+            if x.shape[0] < self.min_batch:
+                raise ValueError(
+                    f"{self!r} needs a batch of at least {self.min_batch} in training, "
+                    f"got {x.shape}"
+                )
             mean, var = x.mean(axis=0), x.var(axis=0)
             m = self.momentum
             self.buffers["running_mean"] *= m

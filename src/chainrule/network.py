@@ -51,6 +51,7 @@ class Sequential:
                     f"Sequential: argument {i} must be a Layer, got {type(layer).__name__}"
                 )
         self.layers: list[Layer] = list(layers)
+        self.dtype  # noqa: B018 -- refuses layers built with different dtypes, here and not later
 
     # -- parameters -------------------------------------------------------------------------
     def _named(self, attr: str) -> dict[str, np.ndarray]:
@@ -82,10 +83,28 @@ class Sequential:
 
     @property
     def dtype(self) -> np.dtype:
-        """The floating dtype of the parameters (float32 for a network with none)."""
-        for p in self.params.values():
-            return p.dtype
-        return np.dtype(np.float32)
+        """The floating dtype of the parameters (float32 for a network with none).
+
+        Raises ``ValueError`` if the layers hold parameters of different dtypes: a network
+        computes, trains and is saved in one dtype (convert it with :meth:`astype`).
+        """
+        dtypes = {p.dtype for layer in self.layers for p in layer.params.values()}
+        if len(dtypes) > 1:
+            found = ", ".join(
+                f"{i}: {layer!r} {next(iter(layer.params.values())).dtype}"
+                for i, layer in enumerate(self.layers)
+                if layer.params
+            )
+            raise ValueError(
+                f"Sequential: the layers hold parameters of different dtypes ({found}); build "
+                "them with one dtype, or convert the network with .astype(dtype)"
+            )
+        return dtypes.pop() if dtypes else np.dtype(np.float32)
+
+    @property
+    def min_batch(self) -> int:
+        """The smallest batch every layer can train on (2 with BatchNorm, else 1)."""
+        return max(layer.min_batch for layer in self.layers)
 
     @property
     def num_inputs(self) -> int | None:

@@ -83,17 +83,38 @@ class Optimizer:
                 f"params and grads must have the same names, got {sorted(params)} and "
                 f"{sorted(grads)}"
             )
+        for name, p in params.items():
+            if grads[name].shape != p.shape:
+                raise ValueError(
+                    f"gradient {name} has shape {grads[name].shape}, parameter {p.shape}"
+                )
+        self.check_params(params)  # all checked before any parameter changes
         self.iterations += 1
         for name, p in params.items():
             g = grads[name]
-            if g.shape != p.shape:
-                raise ValueError(f"gradient {name} has shape {g.shape}, parameter {p.shape}")
             if self.weight_decay and not self.decoupled:
                 g = np.multiply(p, self.weight_decay, out=_buffer(self._decayed, name, p))
                 g += grads[name]
             if name not in self.state:
                 self.state[name] = {slot: np.zeros_like(p) for slot in self.slots}
             self._update(p, g, self.state[name], _buffer(self._scratch, name, p))
+
+    def check_params(self, params: Mapping[str, np.ndarray]) -> None:
+        """Raise ``ValueError`` unless the state held fits ``params`` (names, shapes, dtypes).
+
+        An optimizer's state belongs to one model: reused for another, or loaded from another
+        model's checkpoint, it would update the wrong arrays.
+        """
+        for name, slots in self.state.items():
+            p = params.get(name)
+            for slot, arr in slots.items():
+                if p is None or arr.shape != p.shape or arr.dtype != p.dtype:
+                    found = "no such parameter" if p is None else f"{p.shape} {p.dtype}"
+                    raise ValueError(
+                        f"{type(self).__name__} holds state {name}/{slot} of shape {arr.shape} "
+                        f"{arr.dtype}, but the model has {found}: an optimizer's state belongs "
+                        "to one model (use a new optimizer, or the model's own checkpoint)"
+                    )
 
     #: AdamW applies weight decay to the weights, not through the gradient.
     decoupled: ClassVar[bool] = False
@@ -129,7 +150,13 @@ class Optimizer:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned (arrays are copied)."""
+        """Restore what :meth:`state_dict` returned: hyper-parameters, step count and state
+        arrays (copied). The state must come from the same kind of optimizer."""
+        kind = state.get("type", type(self).__name__)
+        if kind != type(self).__name__:
+            raise ValueError(f"{type(self).__name__} cannot load the state of a {kind}")
+        # Rebuilt through the constructor, so the hyper-parameters are validated as given.
+        config = type(self)(**state["config"]).config() if "config" in state else {}
         iterations = check_int(state["iterations"], "iterations", minimum=0)
         for name, slots in state["state"].items():
             if sorted(slots) != sorted(self.slots):
@@ -137,6 +164,8 @@ class Optimizer:
                     f"{type(self).__name__} state of {name} must have the slots "
                     f"{sorted(self.slots)}, got {sorted(slots)}"
                 )
+        for key, value in config.items():
+            setattr(self, key, value)
         self.iterations = iterations
         if "initial_lr" in state:
             self.initial_lr = check_positive(state["initial_lr"], "initial_lr", allow_zero=True)

@@ -161,7 +161,7 @@ class EarlyStopping(Callback):
             raise ValueError(f"Invalid monitor: {monitor!r} (e.g. 'val_loss', 'val_accuracy')")
         self.monitor = monitor
         self.patience = check_int(patience, "patience", minimum=0)
-        self.min_delta = abs(float(min_delta))
+        self.min_delta = check_positive(min_delta, "min_delta", allow_zero=True)
         self.restore_best_weights = restore_best_weights
         self.sign = 1.0 if monitor.endswith("accuracy") else -1.0  # +1: bigger is better
         self.best_epoch: int | None = None
@@ -175,6 +175,9 @@ class EarlyStopping(Callback):
                 f"EarlyStopping monitors {self.monitor!r}, but fit has no validation data; pass "
                 "validation_data or validation_split, or monitor 'loss'"
             )
+        # Each fit starts afresh: an instance reused for a second run (or a second model) must
+        # not compare against, or restore, the first run's best.
+        self.best_epoch, self._best, self._best_state, self._wait = None, -np.inf, None, 0
 
     def on_epoch_end(self, run: TrainingRun, epoch: int, logs: dict[str, float]) -> None:
         score = self.sign * logs[self.monitor]
@@ -211,7 +214,6 @@ def _undo(
     """Put the model and the optimizer back to the start of a diverged epoch."""
     _restore(model, before[0])
     optimizer.load_state_dict(before[1])
-    optimizer.lr = before[1]["config"]["lr"]
 
 
 def fit(
@@ -313,6 +315,10 @@ def fit(
             check_array(validation_data[1], "y_val"),
         )
         check_dataset(x_val, y_val, "x_val", "y_val")
+        if x_val.shape[1:] != x.shape[1:]:
+            raise ValueError(
+                f"x_val holds samples of shape {x_val.shape[1:]}, x holds {x.shape[1:]}"
+            )
 
     # Every target checked against the model's output once, before a step can change the model.
     out_shape = model.forward(x[:1]).shape[1:]
@@ -320,7 +326,8 @@ def fit(
     if validation_data is not None:
         loss.check_target(y_val, (len(y_val), *out_shape), model.dtype)
 
-    batches = Batches(x, y, batch_size, model.dtype)
+    optimizer.check_params(model.params)
+    batches = Batches(x, y, batch_size, model.dtype, model.min_batch)
     history = History()
     run = TrainingRun(model, optimizer, history, epochs, len(batches), validation_data is not None)
     callbacks = list(callbacks or [])
