@@ -221,6 +221,55 @@ def test_metrics_check_labels():
         cr.metrics.accuracy(np.array([0.0, 1.5]), np.array([0, 1]))
     with pytest.raises(ValueError, match="different numbers of samples"):
         cr.metrics.accuracy(np.array([0, 1, 1]), np.array([0, 1]))
+    for bad, error in (("3", TypeError), (3.0, TypeError), (0, ValueError)):
+        with pytest.raises(error, match="num_classes"):
+            cr.metrics.confusion_matrix(np.array([0, 1]), np.array([0, 1]), num_classes=bad)
+    with pytest.raises(ValueError, match="matrix contains NaN"):
+        cr.metrics.per_class_accuracy(np.array([[1.0, np.nan], [0.0, 1.0]]))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint32, np.int64, np.uint64])
+def test_confusion_matrix_takes_every_integer_label_type(dtype):
+    t, p = np.array([0, 1, 2, 2], dtype), np.array([0, 2, 2, 1], dtype)
+    expected = [[1, 0, 0], [0, 0, 1], [0, 1, 1]]
+    np.testing.assert_array_equal(cr.metrics.confusion_matrix(t, p), expected)
+
+
+def test_evaluate_checks_the_targets_against_the_model_output():
+    model, x = cr.MLP(3, [4], 2, rng=0), np.zeros((4, 3))
+    with pytest.raises(ValueError, match=r"y labels must lie in \[0, 1\] for 2 classes"):
+        cr.evaluate(model, x, np.array([0, 1, 2, 1]))
+    with pytest.raises(ValueError, match="y has rows of 3 values, but the model outputs 2"):
+        cr.evaluate(model, x, np.eye(3)[[0, 1, 2, 1]])
+    with pytest.raises(TypeError, match="model must be a chainrule Sequential, got str"):
+        cr.evaluate("model", x, np.array([0, 1, 1, 1]))
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "match"),
+    [
+        (lambda: cr.MLP(3, 4, 2), TypeError, r"hidden must be a sequence .* got 4"),
+        (lambda: cr.MLP(3, "64", 2), TypeError, r"hidden must be a sequence .* got '64'"),
+        (lambda: cr.BatchNorm(3, dtype=np.int32), TypeError, "dtype must be a floating type"),
+        (lambda: cr.Dense(3, 2, dtype="float"), None, None),  # NumPy's name for float64
+        (lambda: cr.Dense(3, 2, dtype="nonsense"), TypeError, "got 'nonsense'"),
+        (lambda: cr.Dense(3, 2).astype(np.int16), TypeError, "dtype must be a floating type"),
+    ],
+    ids=[
+        "MLP-int-hidden",
+        "MLP-str-hidden",
+        "BatchNorm-int",
+        "Dense-float",
+        "Dense-junk",
+        "astype",
+    ],
+)
+def test_constructors_check_types(build, error, match):
+    if error is None:
+        build()
+        return
+    with pytest.raises(error, match=match):
+        build()
 
 
 def test_fit_refuses_out_of_range_labels_before_changing_the_model():

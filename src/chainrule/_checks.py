@@ -102,6 +102,17 @@ def check_int(value: Any, name: str, *, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_float_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
+    """Return ``dtype`` as a NumPy dtype if it is a floating type (float16/32/64)."""
+    try:
+        result = np.dtype(dtype)
+    except TypeError:
+        result = None
+    if result is None or not np.issubdtype(result, np.floating):
+        raise TypeError(f"{name} must be a floating type such as np.float32, got {dtype!r}")
+    return result
+
+
 def as_generator(rng: np.random.Generator | int | None) -> np.random.Generator:
     """A ``numpy.random.Generator`` from a Generator, an integer seed, or None (fresh entropy)."""
     if isinstance(rng, np.random.Generator):

@@ -11,7 +11,14 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ._checks import as_generator, check_array, check_finite, check_int, check_positive, describe
+from ._checks import (
+    as_generator,
+    check_array,
+    check_finite,
+    check_float_dtype,
+    check_int,
+    check_positive,
+)
 
 __all__ = ["Batches", "check_dataset", "train_validation_split"]
 
@@ -102,9 +109,7 @@ class Batches:
     ) -> None:
         self.x, self.y = x, y
         self.batch_size = min(check_int(batch_size, "batch_size"), len(x))
-        self.dtype = np.dtype(dtype)
-        if not np.issubdtype(self.dtype, np.floating):
-            raise TypeError(f"dtype must be a floating type, got {describe(self.dtype)}")
+        self.dtype = check_float_dtype(dtype)
         n, b = len(x), self.batch_size
         self._stops = [*range(b, n, b), n]  # where each batch ends
         if len(self._stops) > 1 and n - self._stops[-2] < check_int(min_batch, "min_batch"):

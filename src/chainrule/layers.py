@@ -18,7 +18,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from . import functional as F
-from ._checks import as_generator, as_input, check_array, check_int, check_positive
+from ._checks import (
+    as_generator,
+    as_input,
+    check_array,
+    check_float_dtype,
+    check_int,
+    check_positive,
+)
 from .initializers import INITIALIZERS, init_weight
 
 __all__ = [
@@ -92,6 +99,7 @@ class Layer:
 
     def astype(self, dtype: np.dtype | type) -> Layer:
         """Convert parameters, gradients and buffers to ``dtype`` in place; returns ``self``."""
+        dtype = check_float_dtype(dtype)
         for store in (self.params, self.grads, self.buffers):
             for key, value in store.items():
                 store[key] = value.astype(dtype)
@@ -183,9 +191,7 @@ class Dense(Layer):
         self.out_features = check_int(out_features, "out_features")
         if init not in INITIALIZERS:
             raise ValueError(f"Unknown init {init!r}; choose one of {sorted(INITIALIZERS)}")
-        dtype = np.dtype(dtype)
-        if not np.issubdtype(dtype, np.floating):
-            raise TypeError(f"dtype must be a floating type, got {dtype}")
+        dtype = check_float_dtype(dtype)
         self.init = init
         shape = (self.in_features, self.out_features)
         self.params = {
@@ -407,6 +413,7 @@ class BatchNorm(Layer):
         if self.momentum >= 1.0:
             raise ValueError(f"Invalid momentum: {momentum!r} (must be in [0, 1))")
         self.eps = check_positive(eps, "eps")
+        dtype = check_float_dtype(dtype)
         n = self.num_features
         self.params = {"gamma": np.ones(n, dtype), "beta": np.zeros(n, dtype)}
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import check_array, check_finite
+from ._checks import check_array, check_finite, check_int
 
 __all__ = ["accuracy", "confusion_matrix", "per_class_accuracy", "to_labels"]
 
@@ -57,17 +57,23 @@ def confusion_matrix(
         raise ValueError(
             f"y_true and y_pred hold different numbers of samples: {t.shape} vs {p.shape}"
         )
-    k = num_classes if num_classes is not None else int(max(t.max(initial=0), p.max(initial=0))) + 1
-    if t.size and (min(t.min(), p.min()) < 0 or max(t.max(), p.max()) >= k):
+    if num_classes is None:
+        k = int(max(t.max(initial=0), p.max(initial=0))) + 1
+    else:
+        k = check_int(num_classes, "num_classes")
+    if t.size and (min(int(t.min()), int(p.min())) < 0 or max(int(t.max()), int(p.max())) >= k):
         raise ValueError(f"labels must lie in [0, {k - 1}] for num_classes={k}")
-    # bincount over the flattened (true, predicted) pair index: one pass, no Python loop.
-    return np.bincount(t.astype(np.int64) * k + p, minlength=k * k).reshape(k, k)
+    # bincount over the flattened (true, predicted) pair index: one pass, no Python loop. The
+    # labels are in [0, k) by now, so int64 holds them whatever integer type they came in.
+    pairs = t.astype(np.int64) * k + p.astype(np.int64)
+    return np.bincount(pairs, minlength=k * k).reshape(k, k)
 
 
 def per_class_accuracy(matrix: np.ndarray) -> np.ndarray:
     """Recall of each class from a confusion matrix: ``C[i, i] / sum(C[i, :])`` (NaN if a class
     has no samples)."""
     matrix = check_array(matrix, "matrix", ndim=2)
+    check_finite(matrix, "matrix")
     totals = matrix.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(totals > 0, np.diag(matrix) / np.maximum(totals, 1), np.nan)

@@ -318,6 +318,10 @@ class MLP(Sequential):
             init = "he" if activation in ("relu", "leaky_relu") else "xavier"
         rng = as_generator(rng)
         sizes = [check_int(num_input, "num_input")]
+        if isinstance(hidden, str) or not hasattr(hidden, "__iter__"):
+            raise TypeError(
+                f"hidden must be a sequence of layer widths such as [256, 128], got {hidden!r}"
+            )
         sizes += [check_int(h, "hidden width") for h in hidden]
         sizes.append(check_int(num_output, "num_output"))
         layers: list[Layer] = []

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_array, check_int, check_positive
+from ._checks import check_array, check_int, check_labels, check_positive
 from .data import Batches, check_dataset, train_validation_split
 from .losses import Loss
 from .metrics import to_labels
@@ -407,9 +407,20 @@ def evaluate(
     dict
         ``{"accuracy": ...}`` and ``"loss"`` when a loss is given.
     """
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be a chainrule Sequential, got {type(model).__name__}")
     x, y = check_array(x, "x"), check_array(y, "y")
     check_dataset(x, y)
     batch_size = check_int(batch_size, "batch_size")
+    # Targets checked against the model's output before any figure is computed: a label out of
+    # range or a one-hot row of the wrong width would otherwise just count as wrong.
+    k = model.forward(x[:1]).shape[1]
+    if loss is not None:
+        loss.check_target(y, (len(y), k), model.dtype)
+    elif y.ndim == 1:
+        check_labels(y, max(k, 2), "y")  # a single sigmoid output scores classes 0 and 1
+    elif y.shape[1] != k:
+        raise ValueError(f"y has rows of {y.shape[1]} values, but the model outputs {k}")
     total_loss, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
