@@ -9,6 +9,8 @@ invert if the background is light, crop to the ink, scale, centre. Needs Pillow
 from __future__ import annotations
 
 import os
+import warnings
+from typing import Any
 
 import numpy as np
 
@@ -18,26 +20,51 @@ __all__ = ["load_digit", "prepare_digit"]
 def load_digit(path: str | os.PathLike[str]) -> np.ndarray:
     """Load an image file of one digit as an MNIST-like ``(784,)`` float32 vector in [0, 1].
 
+    The image is turned upright by its EXIF orientation (photos), 16-bit greyscale keeps its
+    levels, and a transparent background (a drawing exported from a canvas) is laid on paper
+    that contrasts with the ink.
+
     Raises
     ------
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If the file is not an image Pillow can read.
+        If the file is not an image Pillow can read, or has more pixels than Pillow opens
+        safely (``PIL.Image.MAX_IMAGE_PIXELS``, about 89 million).
     """
     try:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise ImportError('reading images needs Pillow: pip install "chainrule[cli]"') from exc
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image not found: {path}")
     try:
-        with Image.open(path) as im:
-            im.load()
-            grey = np.asarray(im.convert("L"), dtype=np.float32) / 255
+        with warnings.catch_warnings():
+            # Pillow only warns below twice its pixel limit; a digit never needs that many.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                opened.load()
+                grey = _greyscale(ImageOps.exif_transpose(opened))
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ValueError(f"{path} is too large to read safely: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ValueError(f"{path} is not a readable image: {exc}") from exc
     return prepare_digit(grey)
+
+
+def _greyscale(im: Any) -> np.ndarray:
+    """A Pillow image as greyscale ``(H, W)`` float32 in [0, 1]."""
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16/32-bit and float greyscale
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode != "F" and a.max() <= 65535 else max(float(a.max()), 1.0)
+        return np.clip(a / top, 0.0, 1.0).astype(np.float32)
+    if im.mode not in ("RGBA", "LA", "PA") and "transparency" not in im.info:
+        return np.asarray(im.convert("L"), dtype=np.float32) / 255
+    grey, alpha = (np.asarray(band, dtype=np.float32) / 255 for band in im.convert("LA").split())
+    opaque = alpha > 0.5
+    # Dark ink goes on white paper, light ink on black: either way the digit stays visible.
+    paper = 1.0 if not opaque.any() or grey[opaque].mean() < 0.5 else 0.0
+    return grey * alpha + paper * (1.0 - alpha)
 
 
 def prepare_digit(grey: np.ndarray) -> np.ndarray:
@@ -63,7 +90,8 @@ def prepare_digit(grey: np.ndarray) -> np.ndarray:
     h, w = ink.shape
     scale = 20.0 / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = Image.fromarray((ink * 255).astype(np.uint8)).resize(size, Image.Resampling.LANCZOS)
+    pixels = np.rint(ink * 255).astype(np.uint8)  # rounded: truncation would darken by 0.5 level
+    small = Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS)
     digit = np.asarray(small, dtype=np.float32) / 255
     canvas = np.zeros((28, 28), np.float32)
     # Place the 20x20 box so the centre of mass lands on the centre of the canvas, as MNIST does.
