@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import subprocess
 import sys
 
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 
 import chainrule as cr
+from chainrule import cli
 from chainrule.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -59,20 +62,26 @@ def test_resume_continues_the_saved_run(trained, tmp_path):
     run = tmp_path / "resumed"
     run.mkdir()
     (run / "model.npz").write_bytes((trained / "model.npz").read_bytes())
-    args = [
-        "train",
-        "--subset",
-        "3000",
-        "--batch-size",
-        "32",
-        "--hidden",
-        "64",
-        "--quiet",
-        "--no-plots",
-    ]
+    args = ["train", "--subset", "3000", "--batch-size", "32", "--quiet", "--no-plots"]
     assert main([*args, "--epochs", "3", "--resume", "--out", str(run)]) == 0
     history = json.loads((run / "history.json").read_text())
     assert history["epoch"] == [0, 1, 2]
+    summary = json.loads((run / "summary.json").read_text())
+    # All three epochs, not only the resumed one (train_seconds is rounded to 0.01 s).
+    assert summary["train_seconds"] >= sum(history["seconds"]) - 0.006
+
+
+def test_resume_refuses_options_that_would_change_the_saved_run(trained, tmp_path, capsys):
+    before = (trained / "model.npz").read_bytes()
+    argv = ["train", "--epochs", "3", "--resume", "--out", str(trained), "--hidden", "10"]
+    assert main([*argv, "--lr", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume continues the saved model and optimizer: --hidden, --lr cannot change" in err
+    assert (trained / "model.npz").read_bytes() == before
+    # Nothing to resume: no directory is created for it.
+    assert main(["train", "--resume", "--out", str(tmp_path / "absent")]) == 2
+    assert "no saved run" in capsys.readouterr().err
+    assert not (tmp_path / "absent").exists()
 
 
 def test_predict_an_image_file(trained, tmp_path, capsys):
@@ -96,6 +105,8 @@ def test_predict_an_image_file(trained, tmp_path, capsys):
         (["train", "--epochs", "-1"], "positive integer"),
         (["train", "--lr", "abc"], "expected a number"),
         (["train", "--hidden", "10,x"], "layer widths"),
+        (["train", "--hidden", "256,,128"], "layer widths"),
+        (["train", "--hidden", ""], "layer widths"),
         (["evaluate", "no-such-model.npz"], "not found"),
         (["predict", "no-such-model.npz", "x.png"], "not found"),
         (["train", "--data-dir", "no-such-dir"], "not a directory"),
@@ -136,3 +147,98 @@ def test_module_entry_point_and_help():
 def test_gradcheck_command(capsys):
     assert main(["gradcheck", "--depth", "2", "--width", "8"]) == 0
     assert "passed" in capsys.readouterr().out
+
+
+# -- what a run leaves in --out -----------------------------------------------------------------
+def copy_run(trained, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for path in trained.iterdir():
+        (run / path.name).write_bytes(path.read_bytes())
+    return run, {p.name: p.read_bytes() for p in run.iterdir()}
+
+
+def contents(run):
+    return {p.name: p.read_bytes() for p in run.iterdir()}
+
+
+SMALL = ["--subset", "300", "--epochs", "1", "--hidden", "16", "--quiet"]
+
+
+@pytest.mark.parametrize("failure", [ValueError("plot failed"), KeyboardInterrupt()])
+def test_a_run_that_fails_at_the_end_leaves_the_previous_outputs(
+    trained, tmp_path, monkeypatch, capsys, failure
+):
+    run, before = copy_run(trained, tmp_path)
+
+    def fail(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr("chainrule.plots.digits_png", fail)  # the last output made
+    code = main(["train", *SMALL, "--out", str(run)])
+    assert code == (130 if isinstance(failure, KeyboardInterrupt) else 2)
+    assert contents(run) == before  # byte for byte, and no staging directory left behind
+
+
+def test_no_plots_removes_the_previous_runs_plots(trained, tmp_path):
+    run, _ = copy_run(trained, tmp_path)
+    assert main(["train", *SMALL, "--no-plots", "--out", str(run)]) == 0
+    assert sorted(p.name for p in run.iterdir()) == sorted(cli.OUTPUTS)
+
+
+def test_the_class_count_comes_from_all_the_labels(tmp_path):
+    # The first 4 training images hold the labels 5, 0, 4, 1: the model still gets 10 outputs.
+    assert (
+        main(
+            [
+                "train",
+                *SMALL[2:],
+                "--subset",
+                "4",
+                "--validation-split",
+                "0",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    assert cr.load(tmp_path / "model.npz").forward(np.zeros((1, 784))).shape == (1, 10)
+    assert main(["evaluate", str(tmp_path / "model.npz")]) == 0
+
+
+def test_images_that_are_not_square(tmp_path):
+    (x_train, y_train), (x_test, y_test) = cr.datasets.load_mnist(normalize=False, flatten=False)
+    data = tmp_path / "data"
+    data.mkdir()
+    arrays = (x_train[:300, 0, :, 7:21], y_train[:300], x_test[:100, 0, :, 7:21], y_test[:100])
+    for name, array in zip(cr.datasets.IDX_FILES, arrays, strict=True):
+        cr.datasets.write_idx(data / name, np.ascontiguousarray(array).astype(np.uint8))
+    out = tmp_path / "out"
+    assert main(["train", *SMALL, "--data-dir", str(data), "--out", str(out)]) == 0
+    assert (out / "misclassified.png").read_bytes().startswith(PNG)
+    assert cr.load(out / "model.npz").num_inputs == 28 * 14
+
+
+def test_an_error_during_training_starts_a_line_of_its_own(tmp_path, monkeypatch, capsys):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    argv = ["train", "--subset", "3000", "--epochs", "2", "--lr", "50", "--optimizer", "sgd"]
+    assert main([*argv, "--validation-split", "0", "--out", str(tmp_path)]) == 1
+    err = terminal.getvalue()
+    assert "batch/s" in err  # the bar was drawn ...
+    assert re.search(
+        r"\r\s*\rchainrule: error: training diverged at epoch 1", err
+    )  # ... and cleared
+
+
+@pytest.mark.parametrize("loss", sorted(cr.losses.LOSSES))
+def test_gradcheck_command_for_every_loss(loss, capsys):
+    assert main(["gradcheck", "--depth", "2", "--width", "6", "--loss", loss]) == 0
+    out = capsys.readouterr().out
+    assert "passed" in out
+    assert "times as long" in out

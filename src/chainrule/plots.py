@@ -84,16 +84,27 @@ def digits_png(
     title: str = "",
     columns: int = 10,
 ) -> bytes:
-    """A gallery of 28x28 images (rows of ``(784,)`` or ``(28, 28)``) with a caption under each."""
+    """A gallery of images with a caption under each.
+
+    ``images`` is ``(N, rows, cols)``, or ``(N, side * side)`` for square images flattened
+    (``(N, 784)`` for MNIST).
+    """
+    images = np.asarray(images)
+    if images.ndim == 2:
+        side = round(float(np.sqrt(images.shape[1])))
+        if side * side != images.shape[1]:
+            raise ValueError(
+                f"images of {images.shape[1]} values are not square: pass them as (N, rows, cols)"
+            )
+        images = images.reshape(len(images), side, side)
     n = len(images)
     rows = max(1, -(-n // columns))
     fig = _figure(figsize=(columns * 1.0, rows * 1.2 + 0.4))
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
     for ax in axes:
         ax.axis("off")
-    side = round(float(np.sqrt(images[0].size))) if n else 28
     for ax, image, caption in zip(axes, images, captions, strict=False):
-        ax.imshow(np.asarray(image).reshape(side, side), cmap="gray_r")
+        ax.imshow(image, cmap="gray_r")
         ax.set_title(caption, fontsize=7)
     if title:
         fig.suptitle(title)

@@ -43,7 +43,7 @@ class DivergenceError(FloatingPointError):
     def __init__(self, epoch: int, batch: int, what: str) -> None:
         super().__init__(
             f"training diverged at epoch {epoch + 1}, batch {batch + 1}: {what}. The model's "
-            f"weights were restored to the end of epoch {epoch}; try a smaller learning rate"
+            f"weights are back to the start of epoch {epoch + 1}; try a smaller learning rate"
         )
         self.epoch, self.batch = epoch, batch
 
