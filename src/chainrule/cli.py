@@ -262,30 +262,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-class _Data(NamedTuple):
-    x_train: np.ndarray  # (N, rows * cols) uint8
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
+class _TestSet(NamedTuple):
+    x: np.ndarray  # (N, rows * cols) uint8
+    y: np.ndarray
     image_shape: tuple[int, int]  # (rows, cols), for pictures of the images
     num_classes: int  # from the labels of both splits
 
 
-def _load_data(data_dir: Path | None) -> _Data:
+def _load_data(data_dir: Path | None) -> tuple[tuple[np.ndarray, np.ndarray], _TestSet]:
+    """The training pair, and the test set with what the reports need to know of the data.
+
+    The training arrays are returned apart, so that once split they can be freed.
+    """
     from .datasets import load_mnist
 
     # uint8 images: a quarter of the float32 memory; batches are scaled to [0, 1] as they are used.
     (x_train, y_train), (x_test, y_test) = load_mnist(path=data_dir, normalize=False, flatten=False)
-    image_shape = (int(x_train.shape[2]), int(x_train.shape[3]))
     num_classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
-    return _Data(
-        x_train.reshape(len(x_train), -1),  # views: no copy
-        y_train,
-        x_test.reshape(len(x_test), -1),
+    test = _TestSet(
+        x_test.reshape(len(x_test), -1),  # a view: no copy
         y_test,
-        image_shape,
+        (int(x_test.shape[2]), int(x_test.shape[3])),
         num_classes,
     )
+    return (x_train.reshape(len(x_train), -1), y_train), test
 
 
 def _prepare_out(out: Path) -> None:
@@ -409,8 +409,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(f"--resume: no saved run in {args.out} (missing {model_path.name})")
     _prepare_out(args.out)
 
-    data = _load_data(args.data_dir)
-    x_train, y_train = data.x_train, data.y_train
+    (x_train, y_train), test = _load_data(args.data_dir)
     if args.subset:
         x_train, y_train = x_train[: args.subset], y_train[: args.subset]
     validation = None
@@ -431,7 +430,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = MLP(
             x_train.shape[1],
             args.hidden,
-            data.num_classes,
+            test.num_classes,
             activation=args.activation,
             dropout=args.dropout,
             rng=args.seed,
@@ -479,7 +478,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             {k: v + getattr(history, k) for k, v in history_before.to_dict().items()}
         )
 
-    summary = _report(model, data.x_test, data.y_test)
+    summary = _report(model, test.x, test.y)
     predicted = summary.pop("_predicted")
     summary.update(
         train_seconds=round(train_seconds, 2),
@@ -499,7 +498,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         atomic_write(staged / "summary.json", json.dumps(summary, indent=1).encode())
         atomic_write(staged / "summary.txt", (text + "\n").encode())
         if not args.no_plots:
-            _write_plots(staged, history, summary, data, predicted)
+            _write_plots(staged, history, summary, test, predicted)
         # Only now, with every output made, do they replace the previous run's; plots of that
         # run are removed rather than left beside a model they do not describe.
         _publish(staged, args.out, OUTPUTS + (() if args.no_plots else PLOTS), PLOTS)
@@ -528,7 +527,7 @@ def _publish(staged: Path, out: Path, names: Sequence[str], stale: Sequence[str]
 
 
 def _write_plots(
-    out: Path, history: History, summary: dict[str, Any], data: _Data, predicted: np.ndarray
+    out: Path, history: History, summary: dict[str, Any], test: _TestSet, predicted: np.ndarray
 ) -> None:
     from .plots import confusion_png, digits_png, history_png
 
@@ -537,10 +536,10 @@ def _write_plots(
     title = f"Test accuracy {summary['test_accuracy']:.2%}"
     atomic_write(out / "confusion.png", confusion_png(matrix, title))
     wrong = np.array(summary["not_matched_indices"][:100], dtype=np.int64)
-    captions = [f"#{i}: {data.y_test[i]}→{predicted[i]}" for i in wrong]
-    images = data.x_test[wrong].reshape(len(wrong), *data.image_shape)
+    captions = [f"#{i}: {test.y[i]}→{predicted[i]}" for i in wrong]
+    images = test.x[wrong].reshape(len(wrong), *test.image_shape)
     title = (
-        f"Not matched: {summary['not_matched']} of {len(data.y_test)} "
+        f"Not matched: {summary['not_matched']} of {len(test.y)} "
         f"(first {len(wrong)}; true→predicted)"
     )
     atomic_write(out / "misclassified.png", digits_png(images, captions, title))
@@ -548,8 +547,8 @@ def _write_plots(
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     model = load_checkpoint(args.model).model
-    data = _load_data(args.data_dir)
-    x_test, y_test = data.x_test, data.y_test
+    _, test = _load_data(args.data_dir)
+    x_test, y_test = test.x, test.y
     if model.num_inputs is not None and x_test.shape[1] != model.num_inputs:
         raise UsageError(
             f"{args.model} expects {model.num_inputs} inputs; the data has {x_test.shape[1]}"
