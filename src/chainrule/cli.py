@@ -141,40 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     d = DEFAULTS
     # The options that fix the model and the optimizer (a resumed run keeps the saved ones).
     fixed = train.add_argument_group("model and optimizer (fixed by the saved run on --resume)")
-    fixed.add_argument(
-        "--hidden", type=_widths, default=d["hidden"], action=_Given, help="hidden layer widths"
-    )
-    fixed.add_argument(
-        "--activation",
-        default=d["activation"],
-        choices=["relu", "leaky_relu", "sigmoid", "tanh"],
-        action=_Given,
-        help="activation of the hidden layers",
-    )
-    fixed.add_argument(
-        "--optimizer",
-        default=d["optimizer"],
-        choices=sorted(OPTIMIZERS),
-        action=_Given,
-        help="update rule",
-    )
-    fixed.add_argument(
-        "--lr", type=_non_negative_float, default=d["lr"], action=_Given, help="learning rate"
-    )
-    fixed.add_argument(
-        "--dropout",
-        type=_non_negative_float,
-        default=d["dropout"],
-        action=_Given,
-        help="dropout probability",
-    )
-    fixed.add_argument(
-        "--weight-decay",
-        type=_non_negative_float,
-        default=d["weight_decay"],
-        action=_Given,
-        help="L2 penalty",
-    )
+    activations = ["relu", "leaky_relu", "sigmoid", "tanh"]
+    options: dict[str, dict[str, Any]] = {
+        "--hidden": {"type": _widths, "help": "hidden layer widths"},
+        "--activation": {"choices": activations, "help": "activation of the hidden layers"},
+        "--optimizer": {"choices": sorted(OPTIMIZERS), "help": "update rule"},
+        "--lr": {"type": _non_negative_float, "help": "learning rate"},
+        "--dropout": {"type": _non_negative_float, "help": "dropout probability"},
+        "--weight-decay": {"type": _non_negative_float, "help": "L2 penalty"},
+    }
+    for flag, kwargs in options.items():
+        fixed.add_argument(flag, default=d[flag[2:].replace("-", "_")], action=_Given, **kwargs)
     train.add_argument(
         "--epochs", type=_positive_int, default=d["epochs"], help="passes over the training set"
     )
