@@ -245,6 +245,8 @@ def fit(
     epochs : int
         Index of the last epoch: training runs epochs ``initial_epoch .. epochs - 1``.
     batch_size : int
+        Samples per step. The last batch of an epoch holds the remainder; with BatchNorm, which
+        cannot train on one sample, a remainder of one joins the batch before it.
     validation_data : (x_val, y_val), optional
         Evaluated in inference mode after every epoch.
     validation_split : float
