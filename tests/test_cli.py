@@ -159,25 +159,45 @@ def copy_run(trained, tmp_path):
 
 
 def contents(run):
-    return {p.name: p.read_bytes() for p in run.iterdir()}
+    return {p.name: p.read_bytes() if p.is_file() else "a directory" for p in run.iterdir()}
 
 
 SMALL = ["--subset", "300", "--epochs", "1", "--hidden", "16", "--quiet"]
 
 
-@pytest.mark.parametrize("failure", [ValueError("plot failed"), KeyboardInterrupt()])
-def test_a_run_that_fails_at_the_end_leaves_the_previous_outputs(
-    trained, tmp_path, monkeypatch, capsys, failure
-):
+def test_an_interrupted_run_leaves_the_previous_outputs(trained, tmp_path, monkeypatch):
+    run, before = copy_run(trained, tmp_path)
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("chainrule.plots.digits_png", interrupt)  # the last output made
+    assert main(["train", *SMALL, "--out", str(run)]) == 130
+    assert contents(run) == before  # byte for byte, and no staging directory left behind
+
+
+def test_a_plot_that_fails_still_leaves_the_trained_model(trained, tmp_path, monkeypatch, capsys):
     run, before = copy_run(trained, tmp_path)
 
     def fail(*args, **kwargs):
-        raise failure
+        raise ValueError("no room for the gallery")
 
-    monkeypatch.setattr("chainrule.plots.digits_png", fail)  # the last output made
-    code = main(["train", *SMALL, "--out", str(run)])
-    assert code == (130 if isinstance(failure, KeyboardInterrupt) else 2)
-    assert contents(run) == before  # byte for byte, and no staging directory left behind
+    monkeypatch.setattr("chainrule.plots.digits_png", fail)
+    assert main(["train", *SMALL, "--out", str(run)]) == 1
+    assert "the plots could not be drawn: no room for the gallery" in capsys.readouterr().err
+    after = contents(run)
+    assert sorted(after) == sorted(cli.OUTPUTS)  # no plot of the previous run is left beside it
+    assert all(after[name] != before[name] for name in ("model.npz", "summary.json"))
+
+
+def test_an_output_name_taken_by_a_directory_is_refused_before_training(trained, tmp_path, capsys):
+    run, before = copy_run(trained, tmp_path)
+    (run / "curves.png").unlink()
+    (run / "curves.png").mkdir()
+    before["curves.png"] = "a directory"
+    assert main(["train", *SMALL, "--no-plots", "--out", str(run)]) == 2
+    assert "curves.png: it exists and is not a file" in capsys.readouterr().err
+    assert contents(run) == before
 
 
 def test_no_plots_removes_the_previous_runs_plots(trained, tmp_path):
@@ -188,22 +208,10 @@ def test_no_plots_removes_the_previous_runs_plots(trained, tmp_path):
 
 def test_the_class_count_comes_from_all_the_labels(tmp_path):
     # The first 4 training images hold the labels 5, 0, 4, 1: the model still gets 10 outputs.
-    assert (
-        main(
-            [
-                "train",
-                *SMALL[2:],
-                "--subset",
-                "4",
-                "--validation-split",
-                "0",
-                "--out",
-                str(tmp_path),
-            ]
-        )
-        == 0
-    )
-    assert cr.load(tmp_path / "model.npz").forward(np.zeros((1, 784))).shape == (1, 10)
+    argv = ["train", "--subset", "4", "--epochs", "1", "--validation-split", "0", "--quiet"]
+    assert main([*argv, "--hidden", "none", "--out", str(tmp_path)]) == 0
+    model = cr.load(tmp_path / "model.npz")
+    assert repr(model) == "Sequential(Dense(784 -> 10))"  # --hidden none: softmax regression
     assert main(["evaluate", str(tmp_path / "model.npz")]) == 0
 
 

@@ -56,9 +56,11 @@ def test_a_photo_is_turned_upright_by_its_exif_orientation(tmp_path, expected):
     assert_allclose(load_digit(save(tmp_path, stored, exif=exif)), expected, atol=1e-6)
 
 
-def test_sixteen_bit_greyscale_keeps_its_levels(tmp_path, expected):
-    deep = Image.fromarray(INK.astype(np.uint16) * 257)  # the same levels on 0..65535
-    assert_allclose(load_digit(save(tmp_path, deep)), expected, atol=1e-6)
+@pytest.mark.parametrize("scale", [257, 16], ids=["16-bit", "12-bit-in-16"])
+@pytest.mark.parametrize("dark_on_light", [False, True], ids=["light-ink", "dark-ink"])
+def test_deep_greyscale_keeps_its_levels(tmp_path, expected, scale, dark_on_light):
+    levels = (255 - INK if dark_on_light else INK).astype(np.uint16) * scale
+    assert_allclose(load_digit(save(tmp_path, Image.fromarray(levels))), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("limit", [10_000, 5_000], ids=["warning", "error"])

@@ -362,14 +362,17 @@ def test_save_refuses_an_optimizer_of_another_model(tmp_path):
     assert path.read_bytes() == before
 
 
-def test_a_network_of_mixed_dtypes_is_refused_where_it_is_built(tmp_path):
-    with pytest.raises(ValueError, match=r"different dtypes \(0: Dense\(4 -> 5\) float64, 1: "):
-        cr.Sequential(cr.Dense(4, 5, dtype=np.float64), cr.BatchNorm(5), cr.Dense(5, 2))
-    model = cr.Sequential(cr.Dense(4, 5), cr.BatchNorm(5))
-    model.layers.append(cr.Dense(5, 2, dtype=np.float64))  # the list is public: save checks too
+def test_a_network_of_mixed_dtypes_is_refused_until_converted(tmp_path):
+    model = cr.Sequential(cr.Dense(4, 5, dtype=np.float64), cr.BatchNorm(5), cr.Dense(5, 2))
+    message = r"different dtypes \(0: Dense\(4 -> 5\) float64, 1: BatchNorm\(5\) float32, "
+    with pytest.raises(ValueError, match=message):
+        model.forward(np.zeros((2, 4)))
     with pytest.raises(ValueError, match="different dtypes"):
         cr.save(model, tmp_path / "model.npz")
     assert list(tmp_path.iterdir()) == []
+    model.astype(np.float32)  # what the message advises
+    assert model.forward(np.zeros((2, 4))).dtype == np.float32
+    assert cr.load(cr.save(model, tmp_path / "model.npz")).dtype == np.float32
 
 
 def test_save_refuses_non_finite_optimizer_state(tmp_path):

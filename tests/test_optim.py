@@ -370,6 +370,21 @@ def test_load_state_dict_restores_the_hyper_parameters():
     assert target.initial_lr == 0.01
 
 
+def test_a_subclass_with_its_own_constructor_loads_its_state():
+    class Plain(cr.SGD):
+        def __init__(self, lr: float) -> None:
+            super().__init__(lr)
+
+    source, target = Plain(0.1), Plain(0.5)
+    source.lr = 0.05
+    target.load_state_dict(source.state_dict())
+    assert (target.lr, target.initial_lr) == (0.05, 0.1)
+    with pytest.raises(ValueError, match=r"Plain has no hyper-parameters \['beta1'\]"):
+        target.load_state_dict({**source.state_dict(), "config": {"beta1": 0.9}})
+    with pytest.raises(ValueError, match="Invalid lr: -1"):
+        target.load_state_dict({**source.state_dict(), "config": {"lr": -1}})
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_state_of_another_model_is_refused_before_any_update(name):
     opt = OPTIMIZERS[name](lr=0.1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -85,11 +86,13 @@ def _non_negative_float(text: str) -> float:
 
 
 def _widths(text: str) -> list[int]:
+    if text.strip().lower() == "none":
+        return []  # no hidden layer: softmax regression
     try:
         widths = [int(w) for w in text.split(",")]
     except ValueError:  # also an empty width: "", "256,,128"
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated layer widths such as 256,128, got {text!r}"
+            f"expected comma-separated layer widths such as 256,128 (or none), got {text!r}"
         ) from None
     if any(w < 1 for w in widths):
         raise argparse.ArgumentTypeError(f"layer widths must be >= 1, got {text!r}")
@@ -143,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     fixed = train.add_argument_group("model and optimizer (fixed by the saved run on --resume)")
     activations = ["relu", "leaky_relu", "sigmoid", "tanh"]
     options: dict[str, dict[str, Any]] = {
-        "--hidden": {"type": _widths, "help": "hidden layer widths"},
+        "--hidden": {"type": _widths, "help": "hidden layer widths, or none"},
         "--activation": {"choices": activations, "help": "activation of the hidden layers"},
         "--optimizer": {"choices": sorted(OPTIMIZERS), "help": "update rule"},
         "--lr": {"type": _non_negative_float, "help": "learning rate"},
@@ -385,6 +388,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not model_path.is_file():
             raise UsageError(f"--resume: no saved run in {args.out} (missing {model_path.name})")
     _prepare_out(args.out)
+    for name in OUTPUTS + PLOTS:  # a file can replace a file, not a directory
+        if (args.out / name).exists() and not (args.out / name).is_file():
+            raise UsageError(f"cannot write {args.out / name}: it exists and is not a file")
+    if not args.no_plots and importlib.util.find_spec("matplotlib") is None:
+        raise UsageError(
+            'the plots need matplotlib: pip install "chainrule[cli]", or pass --no-plots'
+        )
 
     (x_train, y_train), test = _load_data(args.data_dir)
     if args.subset:
@@ -474,13 +484,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         atomic_write(staged / "history.json", json.dumps(history.to_dict(), indent=1).encode())
         atomic_write(staged / "summary.json", json.dumps(summary, indent=1).encode())
         atomic_write(staged / "summary.txt", (text + "\n").encode())
+        plot_error = None
         if not args.no_plots:
-            _write_plots(staged, history, summary, test, predicted)
+            try:
+                _write_plots(staged, history, summary, test, predicted)
+            except Exception as exc:  # the trained model is worth keeping without its plots
+                plot_error = exc
+        written = OUTPUTS if args.no_plots or plot_error else OUTPUTS + PLOTS
         # Only now, with every output made, do they replace the previous run's; plots of that
         # run are removed rather than left beside a model they do not describe.
-        _publish(staged, args.out, OUTPUTS + (() if args.no_plots else PLOTS), PLOTS)
+        _publish(staged, args.out, written, PLOTS)
     print(text)
-    print(f"wrote {args.out}/: " + " ".join(OUTPUTS + (() if args.no_plots else PLOTS)))
+    print(f"wrote {args.out}/: " + " ".join(written))
+    if plot_error is not None:
+        print(f"chainrule: error: the plots could not be drawn: {plot_error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -55,9 +55,10 @@ def load_digit(path: str | os.PathLike[str]) -> np.ndarray:
 def _greyscale(im: Any) -> np.ndarray:
     """A Pillow image as greyscale ``(H, W)`` float32 in [0, 1]."""
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16/32-bit and float greyscale
+        # Their range varies (12-bit data in 16 bits, 8-bit data in 32): stretch what is there.
         a = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if im.mode != "F" and a.max() <= 65535 else max(float(a.max()), 1.0)
-        return np.clip(a / top, 0.0, 1.0).astype(np.float32)
+        lo, hi = float(a.min()), float(a.max())
+        return ((a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)).astype(np.float32)
     if im.mode not in ("RGBA", "LA", "PA") and "transparency" not in im.info:
         return np.asarray(im.convert("L"), dtype=np.float32) / 255
     grey, alpha = (np.asarray(band, dtype=np.float32) / 255 for band in im.convert("LA").split())

@@ -51,7 +51,6 @@ class Sequential:
                     f"Sequential: argument {i} must be a Layer, got {type(layer).__name__}"
                 )
         self.layers: list[Layer] = list(layers)
-        self.dtype  # noqa: B018 -- refuses layers built with different dtypes, here and not later
 
     # -- parameters -------------------------------------------------------------------------
     def _named(self, attr: str) -> dict[str, np.ndarray]:
@@ -86,7 +85,8 @@ class Sequential:
         """The floating dtype of the parameters (float32 for a network with none).
 
         Raises ``ValueError`` if the layers hold parameters of different dtypes: a network
-        computes, trains and is saved in one dtype (convert it with :meth:`astype`).
+        computes, trains and is saved in one dtype, so ``forward``, ``fit`` and ``save`` refuse
+        such a network until :meth:`astype` converts it.
         """
         dtypes = {p.dtype for layer in self.layers for p in layer.params.values()}
         if len(dtypes) > 1:

@@ -11,6 +11,7 @@ can be saved with the model and training resumed exactly (:meth:`Optimizer.state
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -155,8 +156,13 @@ class Optimizer:
         kind = state.get("type", type(self).__name__)
         if kind != type(self).__name__:
             raise ValueError(f"{type(self).__name__} cannot load the state of a {kind}")
-        # Rebuilt through the constructor, so the hyper-parameters are validated as given.
-        config = type(self)(**state["config"]).config() if "config" in state else {}
+        config = dict(state.get("config", {}))
+        unknown = sorted(set(config) - set(self.config()))
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no hyper-parameters {unknown}")
+        for key, value in config.items():  # every hyper-parameter here is a real >= 0
+            if isinstance(value, numbers.Real):
+                config[key] = check_positive(value, key, allow_zero=True)
         iterations = check_int(state["iterations"], "iterations", minimum=0)
         for name, slots in state["state"].items():
             if sorted(slots) != sorted(self.slots):

@@ -148,6 +148,11 @@ class EarlyStopping(Callback):
         Smallest change that counts as an improvement.
     restore_best_weights : bool
         At the end, put back the parameters and buffers of the best epoch.
+
+    Notes
+    -----
+    As in Keras, each ``fit`` starts afresh (the best score, the patience count, the saved
+    weights are reset when training begins), so one instance can serve several runs.
     """
 
     def __init__(
