@@ -7,6 +7,7 @@ permuted copy of the whole training set.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -114,7 +115,7 @@ class Batches:
         self._stops = [*range(b, n, b), n]  # where each batch ends
         if len(self._stops) > 1 and n - self._stops[-2] < check_int(min_batch, "min_batch"):
             del self._stops[-2]
-        b = max(stop - start for start, stop in zip([0, *self._stops], self._stops, strict=False))
+        b = max(stop - start for start, stop in itertools.pairwise([0, *self._stops]))
         self._x_raw = np.empty((b, *x.shape[1:]), x.dtype)
         self._y = np.empty((b, *y.shape[1:]), y.dtype)
         # A separate float buffer only when the raw dtype is not already the model's.
@@ -127,7 +128,7 @@ class Batches:
         """Yield the batches of one epoch, shuffled by ``rng`` (in order if ``rng`` is None)."""
         n = len(self.x)
         order = rng.permutation(n) if rng is not None else np.arange(n)
-        for start, stop in zip([0, *self._stops], self._stops, strict=False):
+        for start, stop in itertools.pairwise([0, *self._stops]):
             idx = order[start:stop]
             m = len(idx)
             x_raw = np.take(self.x, idx, axis=0, out=self._x_raw[:m])
