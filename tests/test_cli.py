@@ -32,7 +32,7 @@ def test_train_writes_every_output(trained):
     for name in ("curves.png", "confusion.png", "misclassified.png"):
         assert (trained / name).read_bytes().startswith(PNG), name
     history = json.loads((trained / "history.json").read_text())
-    assert history["epoch"] == [0, 1]
+    assert history["epoch"] == [1, 2]  # counted from 1, as the log and the plots count
     assert len(history["val_accuracy"]) == 2
     summary = json.loads((trained / "summary.json").read_text())
     assert summary["matched"] + summary["not_matched"] == 10_000
@@ -65,7 +65,7 @@ def test_resume_continues_the_saved_run(trained, tmp_path):
     args = ["train", "--subset", "3000", "--batch-size", "32", "--quiet", "--no-plots"]
     assert main([*args, "--epochs", "3", "--resume", "--out", str(run)]) == 0
     history = json.loads((run / "history.json").read_text())
-    assert history["epoch"] == [0, 1, 2]
+    assert history["epoch"] == [1, 2, 3]
     summary = json.loads((run / "summary.json").read_text())
     # All three epochs, not only the resumed one (train_seconds is rounded to 0.01 s).
     assert summary["train_seconds"] >= sum(history["seconds"]) - 0.006
@@ -173,7 +173,13 @@ def test_an_interrupted_run_leaves_the_previous_outputs(trained, tmp_path, monke
 
     monkeypatch.setattr("chainrule.plots.digits_png", interrupt)  # the last output made
     assert main(["train", *SMALL, "--out", str(run)]) == 130
-    assert contents(run) == before  # byte for byte, and no staging directory left behind
+    after = contents(run)
+    assert after.pop("checkpoint.npz")  # the trained epoch, kept beside them
+    assert after == before  # byte for byte, and no staging directory left behind
+    # --resume finds every epoch done and only writes the outputs.
+    monkeypatch.undo()
+    assert main(["train", "--resume", "--epochs", "1", "--quiet", "--out", str(run)]) == 0
+    assert sorted(contents(run)) == sorted(before)
 
 
 def test_a_plot_that_fails_still_leaves_the_trained_model(trained, tmp_path, monkeypatch, capsys):

@@ -278,7 +278,9 @@ def test_missing_directory_or_file(tmp_path):
         load_mnist(path=absent)
     write_set(tmp_path)
     (tmp_path / f"{IDX_FILES[3]}.gz").unlink()
-    with pytest.raises(FileNotFoundError, match=r"lacks t10k-labels-idx1-ubyte\[\.gz\];"):
+    with pytest.raises(
+        FileNotFoundError, match=r"lacks t10k-labels-idx1-ubyte\[\.gz\] of the four"
+    ):
         load_mnist(path=tmp_path)
     with pytest.raises(NotADirectoryError, match="is a file"):
         load_mnist(path=tmp_path / IDX_FILES[0])

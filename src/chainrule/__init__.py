@@ -22,6 +22,7 @@ from .losses import (
 )
 from .network import DNN, MLP, Sequential
 from .optim import SGD, AdaGrad, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSProp
+from .progress import ProgressBar
 from .schedules import CosineLR, StepLR
 from .train import (
     Callback,
@@ -61,6 +62,7 @@ __all__ = [
     "Momentum",
     "Nesterov",
     "Optimizer",
+    "ProgressBar",
     "RMSProp",
     "ReLU",
     "Sequential",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
@@ -16,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
@@ -23,13 +25,13 @@ from typing import Any, NamedTuple, NoReturn
 import numpy as np
 
 from ._version import __version__
-from .data import train_validation_split
-from .io import atomic_write, load_checkpoint, save
+from .io import Checkpoint, atomic_write, load_checkpoint, save
 from .losses import LOSSES, SoftmaxCrossEntropy
 from .metrics import confusion_matrix, per_class_accuracy
 from .network import MLP, Sequential
-from .optim import OPTIMIZERS
-from .schedules import SCHEDULES, CosineLR, StepLR
+from .optim import OPTIMIZERS, Optimizer
+from .progress import ProgressBar
+from .schedules import SCHEDULES, CosineLR, Schedule, StepLR
 from .train import (
     Callback,
     DivergenceError,
@@ -118,11 +120,27 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action) or ""
 
 
+class _ListHelp(_Help, argparse.RawDescriptionHelpFormatter):
+    """Keeps the line breaks of a description that lists things, one a line."""
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (argparse prints its usage block first)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"chainrule: error: {message} (see '{self.prog} --help')\n")
+
+
+ACTIVATIONS = ["relu", "leaky_relu", "sigmoid", "tanh"]
+#: The options that fix the model and the optimizer: a resumed run keeps the saved ones.
+FIXED_OPTIONS: dict[str, dict[str, Any]] = {
+    "--hidden": {"type": _widths, "help": "hidden layer widths, or none"},
+    "--activation": {"choices": ACTIVATIONS, "help": "activation of the hidden layers"},
+    "--optimizer": {"choices": sorted(OPTIMIZERS), "help": "update rule"},
+    "--lr": {"type": _non_negative_float, "help": "learning rate"},
+    "--dropout": {"type": _non_negative_float, "help": "dropout probability"},
+    "--weight-decay": {"type": _non_negative_float, "help": "L2 penalty"},
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,91 +150,124 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"chainrule {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    formatter = _Help
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_predict(sub)
+    _add_gradcheck(sub)
+    _add_lesson(sub)
+    return parser
 
+
+def _add_train(sub: Any) -> None:
     train = sub.add_parser(
         "train",
         help="train a network on MNIST (or any IDX data set) and report how well it does",
         description="Train an MLP on MNIST by back-propagation; write the model, its history, "
-        "plots and a summary into --out.",
-        formatter_class=formatter,
+        "plots and a summary into --out. A checkpoint is saved there after every epoch; "
+        "--resume continues an interrupted or finished run.",
+        formatter_class=_Help,
     )
     d = DEFAULTS
-    # The options that fix the model and the optimizer (a resumed run keeps the saved ones).
     fixed = train.add_argument_group("model and optimizer (fixed by the saved run on --resume)")
-    activations = ["relu", "leaky_relu", "sigmoid", "tanh"]
-    options: dict[str, dict[str, Any]] = {
-        "--hidden": {"type": _widths, "help": "hidden layer widths, or none"},
-        "--activation": {"choices": activations, "help": "activation of the hidden layers"},
-        "--optimizer": {"choices": sorted(OPTIMIZERS), "help": "update rule"},
-        "--lr": {"type": _non_negative_float, "help": "learning rate"},
-        "--dropout": {"type": _non_negative_float, "help": "dropout probability"},
-        "--weight-decay": {"type": _non_negative_float, "help": "L2 penalty"},
-    }
-    for flag, kwargs in options.items():
+    for flag, kwargs in FIXED_OPTIONS.items():
         fixed.add_argument(flag, default=d[flag[2:].replace("-", "_")], action=_Given, **kwargs)
-    train.add_argument(
-        "--epochs", type=_positive_int, default=d["epochs"], help="passes over the training set"
+    kept = train.add_argument_group("data and batches (kept from the saved run on --resume)")
+    kept.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=d["batch_size"],
+        action=_Given,
+        help="images per step",
     )
-    train.add_argument(
-        "--batch-size", type=_positive_int, default=d["batch_size"], help="images per step"
-    )
-    train.add_argument(
+    kept.add_argument(
         "--schedule",
         default=d["schedule"],
         choices=sorted(SCHEDULES),
+        action=_Given,
         help="learning rate over the epochs",
     )
-    train.add_argument(
+    kept.add_argument(
         "--validation-split",
         type=_non_negative_float,
         default=d["validation_split"],
+        action=_Given,
         help="fraction of the training set held out for validation (0 for none)",
     )
-    train.add_argument("--seed", type=int, default=d["seed"], help="seed of weights and shuffles")
-    train.add_argument(
+    kept.add_argument(
+        "--seed", type=int, default=d["seed"], action=_Given, help="seed of weights and shuffles"
+    )
+    kept.add_argument(
         "--data-dir",
         type=Path,
+        action=_Given,
         help="directory of the four IDX files (default: the MNIST copy shipped with chainrule)",
+    )
+    kept.add_argument(
+        "--subset",
+        type=_positive_int,
+        action=_Given,
+        help="train on the first N training images only",
+    )
+    train.add_argument(
+        "--epochs", type=_positive_int, default=d["epochs"], help="passes over the training set"
     )
     train.add_argument("--out", type=Path, default=Path(d["out"]), help="output directory")
     train.add_argument(
-        "--subset", type=_positive_int, help="train on the first N training images only"
-    )
-    train.add_argument(
-        "--resume", action="store_true", help="continue the run saved in --out up to --epochs"
+        "--resume",
+        action="store_true",
+        help="continue the run saved in --out (its checkpoint, else its model.npz) up to --epochs",
     )
     train.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     train.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     train.set_defaults(run=cmd_train)
 
+
+def _add_evaluate(sub: Any) -> None:
     ev = sub.add_parser(
-        "evaluate", help="accuracy of a saved model on the test set", formatter_class=formatter
+        "evaluate",
+        help="accuracy of a saved model on the test set",
+        description="Test accuracy, per-class accuracy and loss of a saved model.",
+        formatter_class=_Help,
     )
     ev.add_argument("model", type=Path, help="a model.npz written by chainrule")
     ev.add_argument("--data-dir", type=Path, help="directory of the four IDX files")
     ev.set_defaults(run=cmd_evaluate)
 
+
+def _add_predict(sub: Any) -> None:
     pr = sub.add_parser(
         "predict",
         help="classify images of digits (PNG, JPEG, any size, either polarity)",
-        formatter_class=formatter,
+        description="Classify each image: one line per image with its three most probable "
+        "classes. An image that cannot be read or holds no digit is named on stderr with the "
+        "reason, and the exit code is then 2.",
+        formatter_class=_Help,
     )
     pr.add_argument("model", type=Path, help="a model.npz written by chainrule")
-    pr.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
+    pr.add_argument(
+        "images",
+        type=Path,
+        nargs="+",
+        metavar="IMAGE",
+        help="image files of one digit each, dark on light or light on dark",
+    )
     pr.set_defaults(run=cmd_predict)
 
+
+def _add_gradcheck(sub: Any) -> None:
     gc = sub.add_parser(
         "gradcheck",
         help="compare back-propagation with the numerical gradient on the notes' DNN",
-        formatter_class=formatter,
+        description="Compute the gradient of the notes' DNN by back-propagation and by central "
+        "differences, compare them (max relative error) and time both.",
+        formatter_class=_Help,
     )
-    gc.add_argument("--depth", type=_positive_int, default=5, help="hidden_depth")
-    gc.add_argument("--width", type=_positive_int, default=32, help="num_neuron")
+    gc.add_argument("--depth", type=_positive_int, default=5, help="hidden layers (hidden_depth)")
+    gc.add_argument("--width", type=_positive_int, default=32, help="units per hidden layer")
     gc.add_argument(
         "--activation",
         default="sigmoid",
-        choices=["relu", "leaky_relu", "sigmoid", "tanh"],
+        choices=ACTIVATIONS,
         help="activation of the hidden layers",
     )
     gc.add_argument("--loss", default="mse", choices=sorted(LOSSES), help="loss function")
@@ -224,24 +275,58 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch")
     gc.set_defaults(run=cmd_gradcheck)
 
+
+def _add_lesson(sub: Any) -> None:
     from .lessons import LESSONS
 
+    width = max(len(name) for name in LESSONS)
+    listing = "\n".join(f"  {name:<{width}}  {lesson.title}" for name, lesson in LESSONS.items())
     le = sub.add_parser(
         "lesson",
         help="run one of the lecture notes' experiments: prints a table, writes a plot",
-        description="Lessons: " + "; ".join(f"{k}: {v.title}" for k, v in LESSONS.items()),
-        formatter_class=formatter,
+        description=f"Run one of the lecture notes' experiments.\n\nlessons:\n{listing}",
+        formatter_class=_ListHelp,
     )
-    le.add_argument("name", choices=list(LESSONS), help="which lesson")
+    le.add_argument("name", choices=list(LESSONS), metavar="NAME", help="which lesson (see above)")
     le.add_argument("--quick", action="store_true", help="a seconds-long version")
     le.add_argument("--seed", type=int, default=0, help="seed of everything random")
     le.add_argument("--data-dir", type=Path, help="directory of the four IDX files")
     le.add_argument("--out", type=Path, default=Path("runs/lessons"), help="where the PNG goes")
     le.set_defaults(run=cmd_lesson)
-    return parser
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _user_input(what: str = "") -> Iterator[None]:
+    """Report a file or data set the user named that cannot be used as bad input (one line, exit
+    2); an error anywhere else is not the user's, and keeps its traceback."""
+    try:
+        yield
+    except (ValueError, OSError) as exc:
+        text = str(exc) if not isinstance(exc, OSError) or not exc.filename else _os_error(exc)
+        raise UsageError(f"{what}{text}") from exc
+
+
+def _os_error(exc: OSError) -> str:
+    return f"{exc.filename}: {exc.strerror or exc}"
+
+
+def _model_file(path: Path) -> Path:
+    """``path`` if it is a file; for a run directory, the error offers the model inside it."""
+    if path.is_dir():
+        inside = [path / name for name in ("model.npz", CHECKPOINT) if (path / name).is_file()]
+        hint = f"; did you mean {inside[0]}?" if inside else " (expected a model.npz file)"
+        raise UsageError(f"{path} is a directory{hint}")
+    if not path.is_file():
+        raise UsageError(f"model file not found: {path}")
+    return path
+
+
+def _load_model(path: Path) -> Checkpoint:
+    with _user_input():
+        return load_checkpoint(_model_file(path))
+
+
 class _TestSet(NamedTuple):
     x: np.ndarray  # (N, rows * cols) uint8
     y: np.ndarray
@@ -257,7 +342,10 @@ def _load_data(data_dir: Path | None) -> tuple[tuple[np.ndarray, np.ndarray], _T
     from .datasets import load_mnist
 
     # uint8 images: a quarter of the float32 memory; batches are scaled to [0, 1] as they are used.
-    (x_train, y_train), (x_test, y_test) = load_mnist(path=data_dir, normalize=False, flatten=False)
+    with _user_input():
+        (x_train, y_train), (x_test, y_test) = load_mnist(
+            path=data_dir, normalize=False, flatten=False
+        )
     num_classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
     test = _TestSet(
         x_test.reshape(len(x_test), -1),  # a view: no copy
@@ -268,8 +356,25 @@ def _load_data(data_dir: Path | None) -> tuple[tuple[np.ndarray, np.ndarray], _T
     return (x_train.reshape(len(x_train), -1), y_train), test
 
 
+def _check_model_fits(model: Sequential, test: _TestSet, source: Path) -> None:
+    """A saved model and a data set that do not belong together are the user's mistake."""
+    if model.num_inputs is not None and test.x.shape[1] != model.num_inputs:
+        raise UsageError(
+            f"{source} expects {model.num_inputs} inputs; the data has {test.x.shape[1]}"
+        )
+    outputs = model.forward(test.x[:1]).shape[1]
+    if test.num_classes > max(outputs, 2):
+        raise UsageError(
+            f"{source} has {outputs} outputs, but the labels go up to {test.num_classes - 1}"
+        )
+
+
 def _prepare_out(out: Path) -> None:
     """Create ``out`` and make sure it is writable before hours of training, not after."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(
+            f"--out {out} is a file; --out names a directory, which the outputs go into"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".chainrule-write-test-{os.getpid()}"
@@ -279,59 +384,9 @@ def _prepare_out(out: Path) -> None:
         raise UsageError(f"cannot write to --out {out}: {exc.strerror or exc}") from exc
 
 
-class ProgressBar(Callback):
-    """A tqdm bar per epoch and one line when it ends; :meth:`close` it if training fails, so the
-    error starts a line of its own."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.bar: Any = None
-
-    def on_epoch_begin(self, run: TrainingRun, epoch: int) -> None:
-        if self.quiet:
-            return
-        from tqdm import tqdm
-
-        self.bar = tqdm(
-            total=run.batches_per_epoch,
-            desc=f"epoch {epoch + 1}/{run.epochs}",
-            unit="batch",
-            leave=False,
-            file=sys.stderr,
-            disable=None,  # no bar when stderr is not a terminal (a log file, a pipe)
-            mininterval=0.2,
-        )
-
-    def on_batch_end(self, run: TrainingRun, batch: int, loss: float) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-            if batch % 50 == 0:
-                self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-    def on_epoch_end(self, run: TrainingRun, epoch: int, logs: dict[str, float]) -> None:
-        self.close()
-        if self.quiet:
-            return
-        line = f"epoch {epoch + 1:>3}/{run.epochs}  loss {logs['loss']:.4f}"
-        line += f"  acc {logs['accuracy']:.4f}"
-        if "val_loss" in logs:
-            line += f"  val_loss {logs['val_loss']:.4f}  val_acc {logs['val_accuracy']:.4f}"
-        line += f"  lr {run.optimizer.lr:.2e}  {run.history.seconds[-1]:.1f}s"
-        print(line, flush=True)
-
-
 def _report(model: Sequential, x_test: np.ndarray, y_test: np.ndarray) -> dict[str, Any]:
     """Test accuracy, per-class accuracy, and the recognised / not recognised split."""
     num_classes = model.forward(x_test[:1]).shape[1]
-    if y_test.max(initial=0) >= num_classes:
-        raise ValueError(
-            f"the model has {num_classes} outputs, but the test labels go up to {y_test.max()}"
-        )
     predicted = model.predict(x_test)
     matrix = confusion_matrix(y_test, predicted, num_classes=max(num_classes, 2))
     wrong = np.flatnonzero(predicted != y_test)
@@ -362,13 +417,61 @@ def _summary_text(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# -- commands --------------------------------------------------------------------------------------
+def _describe_optimizer(optimizer: Optimizer) -> str:
+    """``Adam(lr=0.001, ...)``: the base learning rate the schedule scales, figures rounded."""
+    config = {**optimizer.config(), "lr": optimizer.initial_lr}
+    args = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v!r}" for k, v in config.items()
+    )
+    return f"{type(optimizer).__name__}({args})"
+
+
+def _history_dict(history: History) -> dict[str, list[float]]:
+    """The history as ``history.json`` holds it: epochs counted from 1, as the log and plots do."""
+    data = history.to_dict()
+    data["epoch"] = [e + 1 for e in history.epoch]
+    return data
+
+
+# -- train -----------------------------------------------------------------------------------------
 #: What ``chainrule train`` writes into ``--out`` (the PNGs unless ``--no-plots``).
 OUTPUTS = ("model.npz", "history.json", "summary.json", "summary.txt")
 PLOTS = ("curves.png", "confusion.png", "misclassified.png")
+#: Written at the end of every epoch, removed once the run's outputs are in place.
+CHECKPOINT = "checkpoint.npz"
+#: The options a resumed run keeps from the run it continues (saved with each checkpoint); a
+#: different value given with ``--resume`` is refused. ``--epochs`` may grow.
+KEPT_OPTIONS = ("subset", "data_dir", "validation_split", "seed", "batch_size", "schedule")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    _check_train_options(args)
+    saved = _resume_from(args) if args.resume else None
+    if saved is not None:
+        _keep_saved_options(args, saved)
+    _prepare_out(args.out)
+    _check_outputs_writable(args)
+    (x_train, y_train), test = _load_data(args.data_dir)
+    x_train, y_train = x_train[: args.subset], y_train[: args.subset]  # [:None] keeps all
+    n_train = _training_count(len(x_train), args.validation_split)
+    run = _build(args, saved, x_train.shape[1], test)
+    if not args.quiet:
+        print(
+            f"training {run.model!r}\n{run.model.num_params:,} parameters, {n_train:,} training "
+            f"images, {_describe_optimizer(run.optimizer)}",
+            flush=True,
+        )
+    try:
+        _train(args, run, x_train, y_train)
+        del x_train, y_train
+        return _finish(args, run, test)
+    except BaseException as exc:  # Ctrl-C, divergence, a crash: main says what is kept
+        if not run.published:
+            exc.kept = _kept(args, run)  # type: ignore[attr-defined]
+        raise
+
+
+def _check_train_options(args: argparse.Namespace) -> None:
     if args.dropout >= 1:
         raise UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
     if args.validation_split >= 1:
@@ -377,18 +480,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     if args.data_dir is not None and not args.data_dir.is_dir():
         raise UsageError(f"--data-dir {args.data_dir} is not a directory")
-    model_path = args.out / "model.npz"
-    if args.resume:
-        given = getattr(args, "given", [])
-        if given:
-            raise UsageError(
-                f"--resume continues the saved model and optimizer: {', '.join(given)} cannot "
-                "change them (train a new run into another --out)"
-            )
-        if not model_path.is_file():
-            raise UsageError(f"--resume: no saved run in {args.out} (missing {model_path.name})")
-    _prepare_out(args.out)
-    for name in OUTPUTS + PLOTS:  # a file can replace a file, not a directory
+
+
+def _check_outputs_writable(args: argparse.Namespace) -> None:
+    for name in (*OUTPUTS, *PLOTS, CHECKPOINT):  # a file can replace a file, not a directory
         if (args.out / name).exists() and not (args.out / name).is_file():
             raise UsageError(f"cannot write {args.out / name}: it exists and is not a file")
     if not args.no_plots and importlib.util.find_spec("matplotlib") is None:
@@ -396,104 +491,217 @@ def cmd_train(args: argparse.Namespace) -> int:
             'the plots need matplotlib: pip install "chainrule[cli]", or pass --no-plots'
         )
 
-    (x_train, y_train), test = _load_data(args.data_dir)
-    if args.subset:
-        x_train, y_train = x_train[: args.subset], y_train[: args.subset]
-    validation = None
-    if args.validation_split > 0:
-        (x_train, y_train), validation = train_validation_split(
-            x_train, y_train, args.validation_split, rng=args.seed
-        )
 
-    loss = SoftmaxCrossEntropy()
-    history_before: History | None = None
-    if args.resume:
-        ckpt = load_checkpoint(model_path)
-        if ckpt.optimizer is None or ckpt.history is None:
-            raise UsageError(f"--resume: {model_path} holds no optimizer state or history")
-        model, optimizer, history_before = ckpt.model, ckpt.optimizer, ckpt.history
-        initial_epoch = ckpt.next_epoch
-    else:
-        model = MLP(
-            x_train.shape[1],
-            args.hidden,
-            test.num_classes,
-            activation=args.activation,
-            dropout=args.dropout,
-            rng=args.seed,
-        )
-        optimizer = OPTIMIZERS[args.optimizer](lr=args.lr, weight_decay=args.weight_decay)
-        initial_epoch = 0
-    if initial_epoch >= args.epochs:
+def _resume_from(args: argparse.Namespace) -> Checkpoint:
+    """The run to continue: the checkpoint of an unfinished run, else the last complete one."""
+    given = [flag for flag in getattr(args, "given", []) if flag in FIXED_OPTIONS]
+    if given:
         raise UsageError(
-            f"--resume: the run already has {initial_epoch} epochs (--epochs {args.epochs})"
+            f"--resume continues the saved model and optimizer: {', '.join(given)} cannot "
+            "change them (train a new run into another --out)"
         )
+    for name in (CHECKPOINT, "model.npz"):
+        if (args.out / name).is_file():
+            saved = _load_model(args.out / name)
+            if saved.optimizer is None or saved.history is None:
+                raise UsageError(f"--resume: {args.out / name} holds no optimizer state or history")
+            if name == "model.npz" and saved.next_epoch >= args.epochs:
+                raise UsageError(
+                    f"--resume: the run already has {saved.next_epoch} epochs "
+                    f"(--epochs {args.epochs})"
+                )
+            return saved
+    raise UsageError(f"--resume: no saved run in {args.out} (missing model.npz)")
 
-    schedule = {
+
+def _keep_saved_options(args: argparse.Namespace, saved: Checkpoint) -> None:
+    """Take the saved run's data options; refuse one given on the command line that differs."""
+    options = saved.metadata.get("options")
+    if not isinstance(options, dict):  # a model saved before the options were: as given
+        return
+    given = {flag[2:].replace("-", "_") for flag in getattr(args, "given", [])}
+    for name in KEPT_OPTIONS:
+        value = options.get(name)
+        if name == "data_dir" and value is not None:
+            value = Path(value)
+        current = getattr(args, name)
+        if name in given and current != value:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"--resume keeps the saved run's data and batches: it was trained with {flag} "
+                f"{_option_text(value)}, not {_option_text(current)} (train a new run into "
+                "another --out)"
+            )
+        setattr(args, name, value)
+
+
+def _option_text(value: Any) -> str:
+    return "(none)" if value is None else str(value)
+
+
+def _saved_options(args: argparse.Namespace) -> dict[str, Any]:
+    options = {name: getattr(args, name) for name in KEPT_OPTIONS}
+    if options["data_dir"] is not None:
+        options["data_dir"] = str(options["data_dir"].resolve())
+    return options
+
+
+def _training_count(n: int, validation_split: float) -> int:
+    """Images left to train on once ``fit`` holds out its validation share (its own rule)."""
+    held_out = round(n * validation_split)
+    if validation_split > 0 and not 0 < held_out < n:
+        raise UsageError(
+            f"--validation-split {validation_split} of {n} images leaves an empty training or "
+            "validation set"
+        )
+    return n - held_out
+
+
+@dataclasses.dataclass
+class _Run:
+    model: Sequential
+    optimizer: Optimizer
+    history: History  # the epochs trained (empty for a new run), extended by the checkpoints
+    seconds: list[float]  # training time, one entry per fit call
+    published: bool = False  # the outputs are in --out
+
+
+def _build(
+    args: argparse.Namespace, saved: Checkpoint | None, num_inputs: int, test: _TestSet
+) -> _Run:
+    """The saved run to continue, or a new model and optimizer from the options."""
+    if saved is not None:
+        assert saved.optimizer is not None
+        assert saved.history is not None
+        _check_model_fits(saved.model, test, args.out)
+        return _Run(saved.model, saved.optimizer, saved.history, [sum(saved.history.seconds)])
+    model = MLP(
+        num_inputs,
+        args.hidden,
+        test.num_classes,
+        activation=args.activation,
+        dropout=args.dropout,
+        rng=args.seed,
+    )
+    optimizer = OPTIMIZERS[args.optimizer](lr=args.lr, weight_decay=args.weight_decay)
+    return _Run(model, optimizer, History(), [])
+
+
+def _schedule(args: argparse.Namespace) -> Schedule:
+    return {
         "constant": SCHEDULES["constant"](),
         "cosine": CosineLR(args.epochs),
         "step": StepLR(step_size=max(1, args.epochs // 3), gamma=0.1),
     }[args.schedule]
-    if not args.quiet:
-        print(
-            f"training {model!r}\n{model.num_params:,} parameters, {len(x_train):,} training "
-            f"images, {optimizer!r}",
-            flush=True,
-        )
-    progress = ProgressBar(args.quiet)
+
+
+def _train(args: argparse.Namespace, run: _Run, x: np.ndarray, y: np.ndarray) -> None:
+    """Train the epochs still to do, saving a checkpoint at the end of each.
+
+    ``fit`` holds out the validation images itself (from ``seed``), so ``chainrule train`` and
+    ``cr.fit(validation_split=..., seed=...)`` hold out the same ones.
+    """
+    initial_epoch = run.history.epoch[-1] + 1 if run.history else 0
+    if initial_epoch >= args.epochs:  # a checkpoint of a finished run: only outputs left to write
+        return
+    checkpoint = _Checkpointer(args, run)
+    callbacks: list[Callback] = [LearningRateScheduler(_schedule(args)), checkpoint]
+    progress = None if args.quiet else ProgressBar()
+    if progress is not None:
+        callbacks.append(progress)
     start = time.perf_counter()
     try:
-        history = fit(
-            model,
-            x_train,
-            y_train,
-            loss=loss,
-            optimizer=optimizer,
+        fit(
+            run.model,
+            x,
+            y,
+            loss=SoftmaxCrossEntropy(),
+            optimizer=run.optimizer,
             epochs=args.epochs,
             batch_size=args.batch_size,
-            validation_data=validation,
+            validation_split=args.validation_split,
             seed=args.seed,
-            callbacks=[LearningRateScheduler(schedule), progress],
+            callbacks=callbacks,
             initial_epoch=initial_epoch,
         )
     finally:
-        progress.close()
-    train_seconds = time.perf_counter() - start
-    if history_before is not None:
-        train_seconds += sum(history_before.seconds)
-        history = History.from_dict(
-            {k: v + getattr(history, k) for k, v in history_before.to_dict().items()}
+        if progress is not None:
+            progress.close()  # an error message then starts a line of its own
+    run.seconds.append(time.perf_counter() - start)
+
+
+class _Checkpointer(Callback):
+    """Saves the run at the end of every epoch into ``--out/checkpoint.npz``, atomically, beside
+    (never over) the outputs of the last complete run."""
+
+    def __init__(self, args: argparse.Namespace, run: _Run) -> None:
+        self.args, self.run = args, run
+        self.path = args.out / CHECKPOINT
+
+    def on_epoch_end(self, run: TrainingRun, epoch: int, logs: dict[str, float]) -> None:
+        for key, values in run.history.to_dict().items():  # this epoch's record
+            if values:  # val_* stay empty without validation data
+                getattr(self.run.history, key).append(values[-1])
+        save(
+            run.model,
+            self.path,
+            optimizer=run.optimizer,
+            history=self.run.history,
+            metadata=_metadata(self.args),
         )
 
-    summary = _report(model, test.x, test.y)
+
+def _kept(args: argparse.Namespace, run: _Run) -> str:
+    """What an interrupted or failed run leaves, and how to go on from it."""
+    out, checkpoint = args.out, args.out / CHECKPOINT
+    if not run.history or not checkpoint.is_file():
+        return f"no epoch was complete, so nothing was kept; {out} is as it was"
+    return (
+        f"kept {checkpoint} (epochs 1-{len(run.history)} of {args.epochs}); "
+        f"'chainrule train --resume --out {out} --epochs {args.epochs}' continues it. The "
+        f"outputs of the last complete run in {out} are as they were"
+    )
+
+
+def _metadata(args: argparse.Namespace) -> dict[str, Any]:
+    return {"loss": "SoftmaxCrossEntropy", "options": _saved_options(args)}
+
+
+def _finish(args: argparse.Namespace, run: _Run, test: _TestSet) -> int:
+    """Evaluate the trained model and write every output; only then do they replace the last
+    complete run's."""
+    summary = _report(run.model, test.x, test.y)
     predicted = summary.pop("_predicted")
     summary.update(
-        train_seconds=round(train_seconds, 2),
-        epochs=len(history),
+        train_seconds=round(sum(run.seconds), 2),
+        epochs=len(run.history),
         command=" ".join(["chainrule", *sys.argv[1:]]) if sys.argv else "chainrule",
     )
     text = _summary_text(summary)
+    plot_error = None
     with _staging(args.out) as staged:
         save(
-            model,
+            run.model,
             staged / "model.npz",
-            optimizer=optimizer,
-            history=history,
-            metadata={"loss": type(loss).__name__},
+            optimizer=run.optimizer,
+            history=run.history,
+            metadata=_metadata(args),
         )
-        atomic_write(staged / "history.json", json.dumps(history.to_dict(), indent=1).encode())
+        history_json = json.dumps(_history_dict(run.history), indent=1)
+        atomic_write(staged / "history.json", history_json.encode())
         atomic_write(staged / "summary.json", json.dumps(summary, indent=1).encode())
         atomic_write(staged / "summary.txt", (text + "\n").encode())
-        plot_error = None
         if not args.no_plots:
             try:
-                _write_plots(staged, history, summary, test, predicted)
+                _write_plots(staged, run.history, summary, test, predicted)
             except Exception as exc:  # the trained model is worth keeping without its plots
                 plot_error = exc
         written = OUTPUTS if args.no_plots or plot_error else OUTPUTS + PLOTS
-        # Only now, with every output made, do they replace the previous run's; plots of that
-        # run are removed rather than left beside a model they do not describe.
+        # Plots of the previous run are removed rather than left beside a model they do not
+        # describe; the checkpoint goes last, once the outputs it led to are in place.
         _publish(staged, args.out, written, PLOTS)
+        run.published = True
+        (args.out / CHECKPOINT).unlink(missing_ok=True)
     print(text)
     print(f"wrote {args.out}/: " + " ".join(written))
     if plot_error is not None:
@@ -541,34 +749,62 @@ def _write_plots(
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    model = load_checkpoint(args.model).model
+    model = _load_model(args.model).model
     _, test = _load_data(args.data_dir)
-    x_test, y_test = test.x, test.y
-    if model.num_inputs is not None and x_test.shape[1] != model.num_inputs:
-        raise UsageError(
-            f"{args.model} expects {model.num_inputs} inputs; the data has {x_test.shape[1]}"
-        )
-    summary = _report(model, x_test, y_test)
+    _check_model_fits(model, test, args.model)
+    summary = _report(model, test.x, test.y)
     summary.pop("_predicted")
-    loss = evaluate(model, x_test, y_test, SoftmaxCrossEntropy())["loss"]
+    loss = evaluate(model, test.x, test.y, SoftmaxCrossEntropy())["loss"]
     print(_summary_text(summary))
     print(f"test loss       {loss:.4f}")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """One line per image: its class and the three most probable classes; an image that cannot
+    be classified is named on stderr with the reason, and the others are still classified."""
+    model = _load_model(args.model).model
+    if model.num_inputs is not None and model.num_inputs != 28 * 28:
+        raise UsageError(f"{args.model} expects {model.num_inputs} inputs, not a 28x28 image")
+    failed = 0
+    for path in args.images:
+        try:
+            x = _read_image(path)
+        except UsageError as exc:
+            print(f"chainrule: error: {path}: {exc}", file=sys.stderr, flush=True)
+            failed += 1
+            continue
+        print(f"{path}: {_top_classes(model.predict_proba(x)[0])}", flush=True)
+    if failed:
+        print(
+            f"chainrule: error: {failed} of {len(args.images)} images not classified",
+            file=sys.stderr,
+        )
+    return 2 if failed else 0
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """The image as a batch of one MNIST-like sample; what makes it unusable as a UsageError."""
     from .images import load_digit
 
-    model: Sequential = load_checkpoint(args.model).model
-    for path in args.images:
-        x = load_digit(path)[None, :]
-        if model.num_inputs is not None and x.shape[1] != model.num_inputs:
-            raise UsageError(f"{args.model} expects {model.num_inputs} inputs, not a 28x28 image")
-        p = model.predict_proba(x)[0]
-        best = int(p.argmax())
-        probs = " ".join(f"{k}:{v:.3f}" for k, v in enumerate(p))
-        print(f"{path}: {best} ({p[best]:.1%})  {probs}")
-    return 0
+    if path.is_dir():
+        raise UsageError("is a directory")
+    if not path.exists():
+        raise UsageError("no such file")
+    try:
+        return load_digit(path)[None, :]
+    except OSError as exc:
+        raise UsageError(exc.strerror or str(exc)) from exc
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _top_classes(p: np.ndarray, k: int = 3) -> str:
+    """``3  (3: 97.1%, 8: 1.9%, 5: 0.4%)``: the class, then the ``k`` most probable ones."""
+    if len(p) == 1:  # one sigmoid unit: the probability of class 1
+        p = np.array([1 - p[0], p[0]])
+    top = np.argsort(-p, kind="stable")[:k]
+    return f"{top[0]}  (" + ", ".join(f"{c}: {p[c]:.1%}" for c in top) + ")"
 
 
 def cmd_gradcheck(args: argparse.Namespace) -> int:
@@ -632,23 +868,50 @@ def cmd_lesson(args: argparse.Namespace) -> int:
 
 
 # -- entry point -----------------------------------------------------------------------------------
+#: Exit code of an unexpected exception: a bug in chainrule (BSD's EX_SOFTWARE).
+BUG_EXIT = 70
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
+    """Run the command line; returns the exit code.
+
+    A mistake of the user's (a bad option, a file that is missing or not a model, an image with
+    no digit) is one line on stderr and exit code 2; a run that fails (diverges, a plot that
+    cannot be drawn) exits with 1; Ctrl-C with 130. Any other exception is a bug in chainrule:
+    its traceback is printed, with a line saying so, and the exit code is 70.
+    """
     try:
         args = build_parser().parse_args(argv)  # inside: Ctrl-C while importing is handled too
         return int(args.run(args))
     except UsageError as exc:
-        print(f"chainrule: error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return 2
     except DivergenceError as exc:
-        print(f"chainrule: error: {exc}", file=sys.stderr)
+        _error(str(exc), getattr(exc, "kept", None))
         return 1
-    except (ValueError, TypeError, OSError, ImportError) as exc:
-        print(f"chainrule: error: {exc}", file=sys.stderr)
+    except (OSError, ImportError) as exc:  # the machine's: a full disk, a missing extra
+        _error(str(exc), getattr(exc, "kept", None))
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("chainrule: interrupted", file=sys.stderr)
+        kept = getattr(exc, "kept", None)
+        if kept:
+            print(f"chainrule: {kept}", file=sys.stderr)
         return 130
+    except Exception as exc:
+        traceback.print_exc()
+        _error(
+            f"this is a bug in chainrule, not a mistake in what you gave it "
+            f"({type(exc).__name__}); please report it with the traceback above",
+            getattr(exc, "kept", None),
+        )
+        return BUG_EXIT
+
+
+def _error(message: str, kept: str | None = None) -> None:
+    print(f"chainrule: error: {message}", file=sys.stderr)
+    if kept:
+        print(f"chainrule: {kept}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

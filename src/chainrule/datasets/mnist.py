@@ -165,10 +165,14 @@ def _load_directory(directory: Path) -> list[np.ndarray]:
             files.append(found[0])
         else:
             missing.append(f"{name}[.gz]")
+    if len(missing) == len(IDX_FILES):
+        raise FileNotFoundError(
+            f"data directory {directory} holds none of the four IDX files {expected}"
+        )
     if missing:
         raise FileNotFoundError(
-            f"data directory {directory} lacks {', '.join(missing)}; expected the four IDX files "
-            f"{expected}"
+            f"data directory {directory} lacks {', '.join(missing)} of the four IDX files "
+            "(each plain or gzipped)"
         )
     return [_read_idx(file) for file in files]
 
