@@ -12,7 +12,18 @@ from ._version import __version__
 from .data import train_validation_split
 from .gradcheck import GradientCheckError, GradientCheckReport, gradient_check, numerical_gradient
 from .io import Checkpoint, load, load_checkpoint, save
-from .layers import BatchNorm, Dense, Dropout, Layer, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .layers import (
+    BatchNorm,
+    Dense,
+    Dropout,
+    Layer,
+    LeakyReLU,
+    ReLU,
+    Rescaling,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
 from .losses import (
     BinaryCrossEntropy,
     CrossEntropy,
@@ -63,6 +74,7 @@ __all__ = [
     "Optimizer",
     "RMSProp",
     "ReLU",
+    "Rescaling",
     "Sequential",
     "Sigmoid",
     "Softmax",

@@ -420,6 +420,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             test.num_classes,
             activation=args.activation,
             dropout=args.dropout,
+            rescale=1 / 255,  # the model holds its preprocessing: it is given raw pixels
             rng=args.seed,
         )
         optimizer = OPTIMIZERS[args.optimizer](lr=args.lr, weight_decay=args.weight_decay)
@@ -544,10 +545,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model = load_checkpoint(args.model).model
     _, test = _load_data(args.data_dir)
     x_test, y_test = test.x, test.y
-    if model.num_inputs is not None and x_test.shape[1] != model.num_inputs:
-        raise UsageError(
-            f"{args.model} expects {model.num_inputs} inputs; the data has {x_test.shape[1]}"
-        )
+    _check_samples(model, x_test.shape[1:], args.model, "the data")
     summary = _report(model, x_test, y_test)
     summary.pop("_predicted")
     loss = evaluate(model, x_test, y_test, SoftmaxCrossEntropy())["loss"]
@@ -556,14 +554,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_samples(model: Sequential, shape: tuple[int, ...], name: str, what: str) -> None:
+    want = model.input_shape
+    if want is not None and (
+        len(want) != len(shape)
+        or any(w not in (None, s) for w, s in zip(want, shape, strict=False))
+    ):
+        raise UsageError(f"{name} expects samples of shape {want}; {what} has {shape}")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from .images import load_digit
 
     model: Sequential = load_checkpoint(args.model).model
     for path in args.images:
-        x = load_digit(path)[None, :]
-        if model.num_inputs is not None and x.shape[1] != model.num_inputs:
-            raise UsageError(f"{args.model} expects {model.num_inputs} inputs, not a 28x28 image")
+        # Pixel levels 0-255 as MNIST stores them: a model scales them with its own Rescaling.
+        x = load_digit(path)[None, :] * np.float32(255)
+        _check_samples(model, x.shape[1:], args.model, "a 28x28 image")
         p = model.predict_proba(x)[0]
         best = int(p.argmax())
         probs = " ".join(f"{k}:{v:.3f}" for k, v in enumerate(p))
