@@ -8,6 +8,7 @@ import os
 import pickle
 import re
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -717,3 +718,17 @@ def test_load_does_not_leave_files_open(saved, tmp_path):
         with pytest.raises(ValueError, match=names_the_file(broken)):
             cr.load(broken)
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_a_model_file_of_format_1_loads_and_predicts_as_it_did():
+    # Written by the release before format 2 (MLP 784-32-16-10, BatchNorm, Dropout, Adam state),
+    # with its predict_proba on the first 200 MNIST test images as uint8.
+    fixtures = Path(__file__).parent / "fixtures"
+    ckpt = cr.load_checkpoint(fixtures / "v1-mlp-bn-dropout.npz")
+    assert isinstance(ckpt.model.layers[0], cr.Rescaling)  # its implicit uint8 scaling, explicit
+    _, (x_test, _) = cr.datasets.load_mnist(normalize=False)
+    expected = np.load(fixtures / "v1-mlp-bn-dropout-proba.npy")
+    assert_array_equal(ckpt.model.predict_proba(x_test[:200]), expected)
+    assert ckpt.optimizer is not None
+    assert ckpt.history is not None
+    assert len(ckpt.history) == 2
