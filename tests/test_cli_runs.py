@@ -142,7 +142,7 @@ def test_train_holds_out_the_images_fit_holds_out(tmp_path):
     history = json.loads((tmp_path / "history.json").read_text())
 
     (x, y), _ = cr.datasets.load_mnist(normalize=False)
-    model = cr.MLP(784, [16], 10, dropout=0.2, rng=0)
+    model = cr.MLP(784, [16], 10, dropout=0.2, rescale=1 / 255, rng=0)
     expected = cr.fit(
         model, x[:500], y[:500], loss=cr.SoftmaxCrossEntropy(), optimizer=cr.Adam(1e-3),
         epochs=1, batch_size=128, validation_split=0.1, seed=0,

@@ -192,9 +192,14 @@ def test_cli_divergence_exits_non_zero_and_keeps_the_model(trained_run):
     )
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr  # one line: no FP warnings, no traceback
+    # The error and what was kept: no FP warnings, no traceback.
+    assert len(lines) == 2, result.stderr
     assert re.fullmatch(
         r"chainrule: error: training diverged at epoch \d+, batch \d+: .*", lines[0]
+    )
+    assert (
+        lines[1]
+        == f"chainrule: no epoch was complete, so nothing was kept; {trained_run} is as it was"
     )
     assert blobs(trained_run) == before  # model.npz and every other output byte-identical
     assert cr.load(trained_run / "model.npz").num_params > 0

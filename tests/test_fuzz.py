@@ -578,7 +578,7 @@ def hostile_models(members: dict[str, bytes], marker: Path) -> dict[str, bytes]:
         "not our format": with_meta(format="something-else"),
         "history that is a string": with_meta(history="epoch"),
         "history of strings": with_meta(history={"epoch": ["a"]}),
-        "rng state that is a list": with_meta(rng_states=[1, 2]),
+        "extra state that is a list": with_meta(extra_state=[1, 2]),
         "optimizer of another kind": with_meta(optimizer={**meta["optimizer"], "type": "sgd"}),
         "a 5000-digit integer": rezip(
             {**members, "metadata.json": b'{"format_version": ' + b"1" * 5000 + b"}"}

@@ -25,21 +25,28 @@ IMAGES[1] = 0
 SCALED = IMAGES.astype(np.float32) * np.float32(1 / 255)
 
 
-def test_networks_scale_uint8_images_to_0_1():
-    net = cr.MLP(6, [5], 3, activation="sigmoid", rng=0)
-    np.testing.assert_array_equal(net.forward(IMAGES), net.forward(SCALED))
-    np.testing.assert_array_equal(net.predict_proba(IMAGES), net.predict_proba(SCALED))
-    np.testing.assert_array_equal(net.predict(IMAGES), net.predict(SCALED))
+def test_every_integer_dtype_means_the_same_and_rescaling_is_the_models():
+    # No dtype is scaled implicitly: the same pixels give the same output in any dtype, and a
+    # model given raw pixels holds its own Rescaling, which equals scaling the data beforehand.
+    raw = cr.MLP(6, [5], 3, activation="sigmoid", rng=0)
+    for dtype in (np.int64, np.uint16, np.int8, np.float32):
+        same = IMAGES.astype(dtype) if dtype != np.int8 else (IMAGES // 2).astype(dtype)
+        pixels = IMAGES if dtype != np.int8 else IMAGES // 2
+        np.testing.assert_array_equal(raw.forward(same), raw.forward(pixels), err_msg=str(dtype))
+    scaling = cr.MLP(6, [5], 3, activation="sigmoid", rescale=1 / 255, rng=0)
+    np.testing.assert_array_equal(scaling.forward(IMAGES), raw.forward(SCALED))
+    np.testing.assert_array_equal(scaling.predict_proba(IMAGES), raw.predict_proba(SCALED))
+    np.testing.assert_array_equal(scaling.predict(IMAGES.astype(np.int64)), raw.predict(SCALED))
     y = np.arange(12) % 3
     loss = cr.SoftmaxCrossEntropy()
-    assert cr.evaluate(net, IMAGES, y, loss) == cr.evaluate(net, SCALED, y, loss)
+    assert cr.evaluate(scaling, IMAGES, y, loss) == cr.evaluate(raw, SCALED, y, loss)
 
 
-def test_training_on_uint8_images_equals_training_on_scaled_floats():
+def test_training_on_uint8_images_equals_training_on_float_images():
     y = np.arange(12) % 3
     runs = []
-    for x in (IMAGES, SCALED):
-        net = cr.MLP(6, [5], 3, dropout=0.2, rng=0)
+    for x in (IMAGES, IMAGES.astype(np.float32)):  # uint8 stays bytes in memory: same result
+        net = cr.MLP(6, [5], 3, dropout=0.2, rescale=1 / 255, rng=0)
         history = cr.fit(
             net,
             x,
@@ -73,11 +80,11 @@ def test_uint8_images_never_overflow_in_losses_metrics_or_gradient_check():
     matrix = cr.metrics.confusion_matrix(labels, labels)
     assert matrix.sum() == 12
     assert matrix.trace() == 12
-    # gradient_check sees uint8 images as the network does: scaled to [0, 1].
-    net = cr.MLP(6, [4], 3, activation="tanh", rng=0)  # no kink at the all-zero image
+    # gradient_check sees uint8 images as the network does (converted, then its Rescaling).
+    net = cr.MLP(6, [4], 3, activation="tanh", rescale=1 / 255, rng=0)  # no kink at zero
     report = cr.gradient_check(net, cr.SoftmaxCrossEntropy(), IMAGES[:3], labels[:3])
     assert report.passed, str(report)
-    scaled = IMAGES[:3].astype(np.float64) * (1 / 255)
+    scaled = IMAGES[:3].astype(np.float64)
     same = cr.gradient_check(net, cr.SoftmaxCrossEntropy(), scaled, labels[:3])
     assert [(c.name, c.analytic, c.numerical) for c in report.checks] == [
         (c.name, c.analytic, c.numerical) for c in same.checks
@@ -238,9 +245,11 @@ def test_confusion_matrix_takes_every_integer_label_type(dtype):
 def test_evaluate_checks_the_targets_against_the_model_output():
     model, x = cr.MLP(3, [4], 2, rng=0), np.zeros((4, 3))
     with pytest.raises(ValueError, match=r"y labels must lie in \[0, 1\] for 2 classes"):
-        cr.evaluate(model, x, np.array([0, 1, 2, 1]))
+        cr.evaluate(model, x, np.array([0, 1, 2, 1]), loss=None)
     with pytest.raises(ValueError, match="y has rows of 3 values, but the model outputs 2"):
-        cr.evaluate(model, x, np.eye(3)[[0, 1, 2, 1]])
+        cr.evaluate(model, x, np.eye(3)[[0, 1, 2, 1]], loss=None)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 1\] for 2 classes"):
+        cr.evaluate(model, x, np.array([0, 1, 2, 1]))  # the default loss checks them too
     with pytest.raises(TypeError, match="model must be a chainrule Sequential, got str"):
         cr.evaluate("model", x, np.array([0, 1, 1, 1]))
 
@@ -351,7 +360,8 @@ def test_cli_bad_options_exit_2_and_touch_nothing(run_dir, capsys, args, message
     code, lines = cli([*args, "--out", str(run_dir)], capsys)
     assert code == 2
     assert message in lines[-1]
-    assert lines[-1].startswith("chainrule train: error:")
+    assert lines[-1].startswith("chainrule: error:")
+    assert lines[-1].endswith("(see 'chainrule train --help')")
     assert blobs(run_dir) == before
 
 
@@ -389,7 +399,7 @@ def test_cli_missing_or_damaged_files_are_one_line_and_exit_2(run_dir, tmp_path,
     cases = [
         (["evaluate", str(tmp_path / "absent.npz")], "model file not found"),
         (["evaluate", str(damaged)], "is not a readable chainrule model file"),
-        (["predict", model, str(tmp_path / "absent.png")], "image not found"),
+        (["predict", model, str(tmp_path / "absent.png")], "absent.png: no such file"),
         (["predict", model, str(not_an_image)], "is not a readable image"),
         (["train", "--resume", "--out", str(tmp_path)], "--resume: no saved run"),
     ]
@@ -404,11 +414,15 @@ def test_cli_missing_or_damaged_files_are_one_line_and_exit_2(run_dir, tmp_path,
 def test_cli_unwritable_out_is_one_line_exit_2(tmp_path, capsys):
     existing = tmp_path / "model.npz"
     existing.write_bytes(b"an existing file, not a directory")
-    for out in (existing, existing / "sub"):
+    expected = {
+        existing: f"chainrule: error: --out {existing} is a file; --out names a directory",
+        existing / "sub": f"chainrule: error: cannot write to --out {existing / 'sub'}",
+    }
+    for out, message in expected.items():
         code, lines = cli(["train", "--epochs", "1", "--out", str(out)], capsys)
         assert code == 2
         assert len(lines) == 1, lines
-        assert lines[0].startswith(f"chainrule: error: cannot write to --out {out}")
+        assert lines[0].startswith(message)
     assert existing.read_bytes() == b"an existing file, not a directory"
 
 

@@ -8,6 +8,7 @@ import os
 import pickle
 import re
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -305,26 +306,19 @@ def test_resume_depends_on_the_saved_optimizer_and_dropout_state(tmp_path):
     assert state(ckpt.model)["0.W"].tobytes() != state(straight)["0.W"].tobytes()
 
 
-def test_dropout_layers_sharing_a_generator_still_share_it(tmp_path):
-    # MLP hands its one generator to every Dropout layer: the masks come from one stream.
+def test_each_dropout_layer_saves_and_restores_its_own_generator(tmp_path):
+    # MLP spawns a generator per Dropout layer: each layer's state is its own to save.
     model = cr.MLP(4, [8, 8, 8], 2, dropout=0.5, rng=0)
     dropouts = [i for i, layer in enumerate(model.layers) if isinstance(layer, cr.Dropout)]
     assert len(dropouts) == 3
-    assert model.layers[dropouts[0]].rng is model.layers[dropouts[2]].rng
-    loaded = cr.load(cr.save(model, tmp_path / "m.npz"))
-    rngs = {id(loaded.layers[i].rng) for i in dropouts}
-    assert len(rngs) == 1
+    assert len({id(model.layers[i].rng) for i in dropouts}) == 3
     x = np.random.default_rng(0).normal(size=(5, 4))
+    model.forward(x, training=True)  # move the generators on before saving
+    loaded = cr.load(cr.save(model, tmp_path / "m.npz"))
+    for i in dropouts:
+        assert loaded.layers[i].get_extra_state() == model.layers[i].get_extra_state()
     assert_array_equal(loaded.forward(x, training=True), model.forward(x, training=True))
     assert_array_equal(loaded.forward(x, training=True), model.forward(x, training=True))
-
-    # Separately seeded generators stay separate, even when their states are equal.
-    separate = cr.Sequential(
-        cr.Dense(4, 4, rng=0), cr.Dropout(0.5, rng=7), cr.Dense(4, 4, rng=1), cr.Dropout(0.5, rng=7)
-    )
-    loaded = cr.load(cr.save(separate, tmp_path / "s.npz"))
-    assert loaded.layers[1].rng is not loaded.layers[3].rng
-    assert_array_equal(loaded.forward(x, training=True), separate.forward(x, training=True))
 
 
 # -- refusing to save a broken model -------------------------------------------------------------
@@ -422,7 +416,8 @@ def test_saved_file_layout(saved):
     assert meta["format_version"] == FORMAT_VERSION
     assert meta["dtype"] == "float32"
     assert meta["optimizer"]["type"] == "Adam"
-    assert list(meta["rng_states"]) == ["3"]  # the Dropout layer
+    assert list(meta["extra_state"]) == ["3"]  # the Dropout layer's generator
+    assert meta["model"] == {"type": "MLP", "arguments": model.arguments()}
 
 
 # -- hostile or broken files -----------------------------------------------------------------------
@@ -581,11 +576,11 @@ def _optimizer_config(meta, contents):
 
 
 def _rng_state(meta, contents):
-    meta["rng_states"]["3"] = {"bit_generator": "PCG64", "state": "garbage"}
+    meta["extra_state"]["3"] = {"rng": {"bit_generator": "PCG64", "state": "garbage"}}
 
 
 def _rng_layer(meta, contents):
-    meta["rng_states"]["0"] = meta["rng_states"].pop("3")
+    meta["extra_state"]["0"] = meta["extra_state"].pop("3")
 
 
 def _nan_member(meta, contents):
@@ -622,18 +617,17 @@ def _extra(meta, contents):
         (_set("optimizer", [1]), "slot list"),
         (_set("history", [1, 2]), "history"),
         (_set("history", ["epoch"]), "history"),
-        (_set("rng_states", [1]), "rng_states"),
-        (_set("rng_shared", [1]), "rng_shared"),
-        (_set("rng_shared", {"3": 0}), "shared random generator for layer 3"),
-        (_set("rng_shared", {"3": 99}), "shared random generator for layer 3"),
-        (_set("rng_shared", {"x": 3}), "shared random generator for layer x"),
-        (_set("rng_states", {"99": {}}), "random-generator state"),
+        (_set("extra_state", [1]), "extra_state"),
+        (_set("extra_state", {"3": [1]}), "extra state for layer 3"),
+        (_set("extra_state", {"99": {}}), "extra state for layer 99"),
+        (_set("extra_state", {"x": {}}), "extra state for layer x"),
+        (_set("extra_state", {"0": {"rng": 1}}), "extra state for layer 0"),
         (_history_keys, "history"),
         (_slots, "slots"),
         (_optimizer_type, "optimizer"),
         (_optimizer_config, "optimizer"),
-        (_rng_state, "random-generator state for layer 3"),
-        (_rng_layer, "random-generator state for layer 0"),
+        (_rng_state, "bad random-generator state"),
+        (_rng_layer, "extra state for layer 0"),
         (_drop("params/0.W.npy"), r"missing \['params/0.W.npy'\]"),
         (_drop("buffers/1.running_mean.npy"), "missing"),
         (_drop("optimizer/0.W/m.npy"), "missing"),
@@ -724,3 +718,17 @@ def test_load_does_not_leave_files_open(saved, tmp_path):
         with pytest.raises(ValueError, match=names_the_file(broken)):
             cr.load(broken)
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_a_model_file_of_format_1_loads_and_predicts_as_it_did():
+    # Written by the release before format 2 (MLP 784-32-16-10, BatchNorm, Dropout, Adam state),
+    # with its predict_proba on the first 200 MNIST test images as uint8.
+    fixtures = Path(__file__).parent / "fixtures"
+    ckpt = cr.load_checkpoint(fixtures / "v1-mlp-bn-dropout.npz")
+    assert isinstance(ckpt.model.layers[0], cr.Rescaling)  # its implicit uint8 scaling, explicit
+    _, (x_test, _) = cr.datasets.load_mnist(normalize=False)
+    expected = np.load(fixtures / "v1-mlp-bn-dropout-proba.npy")
+    assert_array_equal(ckpt.model.predict_proba(x_test[:200]), expected)
+    assert ckpt.optimizer is not None
+    assert ckpt.history is not None
+    assert len(ckpt.history) == 2

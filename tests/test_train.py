@@ -54,10 +54,11 @@ def weights(model):
 
 
 def assert_same_weights(a, b):
-    assert a.keys() == b.keys()
-    for key in a:
-        assert a[key].dtype == b[key].dtype
-        assert a[key].tobytes() == b[key].tobytes(), key
+    """Equal arrays in the same order (a leading Rescaling moves the names, not the values)."""
+    assert len(a) == len(b)
+    for (key, x), y in zip(a.items(), b.values(), strict=True):
+        assert x.dtype == y.dtype
+        assert x.tobytes() == y.tobytes(), key
 
 
 def digest(model):
@@ -362,18 +363,19 @@ def test_same_seed_same_weights_across_processes():
 
 
 # -- uint8 input -------------------------------------------------------------------------------
-def test_uint8_input_is_scaled_like_predict():
+def test_uint8_input_is_scaled_by_the_models_rescaling_like_predict():
     rng = np.random.default_rng(0)
     x8 = rng.integers(0, 256, size=(90, 6), dtype=np.uint8)
     y = (x8[:, 0].astype(int) + x8[:, 1] > 255).astype(np.int64)
-    scaled = x8.astype(np.float32) * np.float32(1 / 255)  # what model.predict does to uint8
+    scaled = x8.astype(np.float32) * np.float32(1 / 255)  # what Rescaling(1/255) does
     kept = x8.copy()
-    model_a, history_a = train(x8, y, model=cr.MLP(6, [8], 2, rng=0), epochs=3, batch_size=16)
+    raw = cr.MLP(6, [8], 2, rescale=1 / 255, rng=0)
+    model_a, history_a = train(x8, y, model=raw, epochs=3, batch_size=16)
     model_b, history_b = train(scaled, y, model=cr.MLP(6, [8], 2, rng=0), epochs=3, batch_size=16)
     assert_same_weights(weights(model_a), weights(model_b))
     assert history_a.loss == history_b.loss
     assert_array_equal(x8, kept)  # the caller's data are not touched
-    assert_array_equal(model_a.predict_proba(x8), model_a.predict_proba(scaled))
+    assert_array_equal(model_a.predict_proba(x8), model_b.predict_proba(scaled))
     assert_array_equal(model_a.forward(x8), model_b.forward(scaled))
 
 
@@ -382,8 +384,8 @@ def test_uint8_input_in_a_float64_model():
     x8 = rng.integers(0, 256, size=(40, 3), dtype=np.uint8)
     y = (x8[:, 0] > 127).astype(np.int64)
     scaled = x8.astype(np.float64) * (1 / 255)
-    make = lambda: cr.MLP(3, [4], 2, rng=0, dtype=np.float64)  # noqa: E731
-    model_a, _ = train(x8, y, model=make(), epochs=2, batch_size=8)
+    make = lambda **kw: cr.MLP(3, [4], 2, rng=0, dtype=np.float64, **kw)  # noqa: E731
+    model_a, _ = train(x8, y, model=make(rescale=1 / 255), epochs=2, batch_size=8)
     model_b, _ = train(scaled, y, model=make(), epochs=2, batch_size=8)
     assert_same_weights(weights(model_a), weights(model_b))
 
@@ -600,8 +602,10 @@ def test_evaluate_returns_accuracy_and_loss():
     assert set(result) == {"accuracy", "loss"}
     assert result["accuracy"] == np.mean(model.predict(x) == y)
     assert result["loss"] == pytest.approx(loss.forward(model.forward(x), y), rel=1e-5)
-    assert set(cr.evaluate(model, x, y)) == {"accuracy"}
-    assert cr.evaluate(model, x, y)["accuracy"] == result["accuracy"]
+    assert cr.evaluate(model, x, y) == cr.evaluate(model, x, y, "softmax_cross_entropy")
+    assert cr.evaluate(model, x, y)["loss"] == pytest.approx(result["loss"])  # the default
+    assert set(cr.evaluate(model, x, y, loss=None)) == {"accuracy"}
+    assert cr.evaluate(model, x, y, loss=None)["accuracy"] == result["accuracy"]
     with pytest.raises(ValueError, match="same number of samples"):
         cr.evaluate(model, x, y[:-1])
 
@@ -650,10 +654,11 @@ def _used_optimizer() -> cr.Optimizer:
         ({"seed": -1}, ValueError, "Invalid seed: -1"),
         ({"initial_epoch": -2}, ValueError, "Invalid initial_epoch: -2"),
         ({"model": "mlp"}, TypeError, "model must be a chainrule Sequential, got str"),
-        ({"loss": "mse"}, TypeError, "loss must be a chainrule Loss, got str"),
-        ({"optimizer": "adam"}, TypeError, "optimizer must be a chainrule Optimizer, got str"),
+        ({"loss": "hinge"}, ValueError, "Unknown loss 'hinge'; choose one of"),
+        ({"loss": 3}, TypeError, "loss must be a chainrule Loss or its name, got int"),
+        ({"optimizer": "lbfgs"}, ValueError, "Unknown optimizer 'lbfgs'; choose one of"),
         ({"optimizer": cr.Adam}, TypeError, "optimizer must be a chainrule Optimizer"),
-        ({"x": np.zeros(10)}, ValueError, "x must be 2-D"),
+        ({"x": np.zeros(10)}, ValueError, r"x must be a batch of samples \(N, ...\), got shape"),
         ({"x": np.zeros((10, 2), dtype=object)}, TypeError, "x must be an array of numbers"),
         ({"y": np.full(10, 0.0)}, TypeError, "labels must be integers"),
         ({"validation_split": 1.5}, ValueError, "Invalid validation_split: 1.5"),

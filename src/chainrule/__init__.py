@@ -12,7 +12,18 @@ from ._version import __version__
 from .data import train_validation_split
 from .gradcheck import GradientCheckError, GradientCheckReport, gradient_check, numerical_gradient
 from .io import Checkpoint, load, load_checkpoint, save
-from .layers import BatchNorm, Dense, Dropout, Layer, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .layers import (
+    BatchNorm,
+    Dense,
+    Dropout,
+    Layer,
+    LeakyReLU,
+    ReLU,
+    Rescaling,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
 from .losses import (
     BinaryCrossEntropy,
     CrossEntropy,
@@ -65,6 +76,7 @@ __all__ = [
     "ProgressBar",
     "RMSProp",
     "ReLU",
+    "Rescaling",
     "Sequential",
     "Sigmoid",
     "Softmax",

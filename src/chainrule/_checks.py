@@ -16,9 +16,11 @@ __all__ = [
     "as_input",
     "check_array",
     "check_finite",
+    "check_fraction",
     "check_int",
     "check_labels",
     "check_positive",
+    "check_real",
     "describe",
 ]
 
@@ -93,6 +95,25 @@ def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
     return v
 
 
+def check_real(value: Any, name: str) -> float:
+    """Return ``value`` as a float if it is a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {describe(value)}")
+    if not np.isfinite(float(value)):
+        raise ValueError(f"Invalid {name}: {value!r} (must be finite)")
+    return float(value)
+
+
+def check_fraction(value: Any, name: str, *, allow_zero: bool = True) -> float:
+    """Return ``value`` as a float if it lies in [0, 1) ((0, 1) without ``allow_zero``): the one
+    rule for probabilities of dropping, momenta and held-out fractions."""
+    v = check_positive(value, name, allow_zero=allow_zero)
+    if v >= 1:
+        low = "[0" if allow_zero else "(0"
+        raise ValueError(f"Invalid {name}: {value!r} (must be in {low}, 1))")
+    return v
+
+
 def check_int(value: Any, name: str, *, minimum: int = 1) -> int:
     """Return ``value`` if it is an integer >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -127,16 +148,13 @@ def as_generator(rng: np.random.Generator | int | None) -> np.random.Generator:
 def as_input(x: Any, dtype: np.dtype | None, name: str = "x") -> np.ndarray:
     """Convert a batch of inputs to the model's floating ``dtype``, checking it on the way.
 
-    ``uint8`` arrays are taken as 8-bit pixel intensities and scaled to [0, 1], so image data can
-    stay in memory as bytes (a quarter of float32) and be converted one batch at a time. Other
-    integer arrays are converted as they are; NaN or infinity is refused. ``dtype=None`` keeps a
-    floating input's own dtype and converts integers to float32.
+    Every integer dtype is converted as it is (scaling pixels is a :class:`~chainrule.Rescaling`
+    layer's job, held by the model); NaN or infinity is refused. ``dtype=None`` keeps a floating
+    input's own dtype and converts integers to float32.
     """
     x = check_array(x, name)
     if dtype is None:
         dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float32)
-    if x.dtype == np.uint8:
-        return x.astype(dtype) * dtype.type(1 / 255)
     x = x.astype(dtype, copy=False)
     check_finite(x, name)
     return x

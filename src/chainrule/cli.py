@@ -358,10 +358,7 @@ def _load_data(data_dir: Path | None) -> tuple[tuple[np.ndarray, np.ndarray], _T
 
 def _check_model_fits(model: Sequential, test: _TestSet, source: Path) -> None:
     """A saved model and a data set that do not belong together are the user's mistake."""
-    if model.num_inputs is not None and test.x.shape[1] != model.num_inputs:
-        raise UsageError(
-            f"{source} expects {model.num_inputs} inputs; the data has {test.x.shape[1]}"
-        )
+    _check_samples(model, test.x.shape[1:], source, "the data")
     outputs = model.forward(test.x[:1]).shape[1]
     if test.num_classes > max(outputs, 2):
         raise UsageError(
@@ -581,6 +578,7 @@ def _build(
         test.num_classes,
         activation=args.activation,
         dropout=args.dropout,
+        rescale=1 / 255,  # the model holds its preprocessing: it is given raw pixels
         rng=args.seed,
     )
     optimizer = OPTIMIZERS[args.optimizer](lr=args.lr, weight_decay=args.weight_decay)
@@ -760,12 +758,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_samples(model: Sequential, shape: tuple[int, ...], name: object, what: str) -> None:
+    want = model.input_shape
+    if want is not None and (
+        len(want) != len(shape)
+        or any(w not in (None, s) for w, s in zip(want, shape, strict=False))
+    ):
+        raise UsageError(f"{name} expects samples of shape {want}; {what} has {shape}")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """One line per image: its class and the three most probable classes; an image that cannot
     be classified is named on stderr with the reason, and the others are still classified."""
     model = _load_model(args.model).model
-    if model.num_inputs is not None and model.num_inputs != 28 * 28:
-        raise UsageError(f"{args.model} expects {model.num_inputs} inputs, not a 28x28 image")
+    _check_samples(model, (28 * 28,), args.model, "a 28x28 image")
     failed = 0
     for path in args.images:
         try:
@@ -775,7 +781,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             failed += 1
             continue
         print(f"{path}: {_top_classes(model.predict_proba(x)[0])}", flush=True)
-    if failed:
+    if failed and len(args.images) > 1:
         print(
             f"chainrule: error: {failed} of {len(args.images)} images not classified",
             file=sys.stderr,
@@ -792,7 +798,8 @@ def _read_image(path: Path) -> np.ndarray:
     if not path.exists():
         raise UsageError("no such file")
     try:
-        return load_digit(path)[None, :]
+        # Pixel levels 0-255 as MNIST stores them: a model scales them with its own Rescaling.
+        return load_digit(path)[None, :] * np.float32(255)
     except OSError as exc:
         raise UsageError(exc.strerror or str(exc)) from exc
     except ValueError as exc:

@@ -1,8 +1,9 @@
 """Splitting a data set and cutting it into shuffled mini-batches.
 
 Images may stay ``uint8`` in memory (a quarter of the float32 size): each batch is gathered into a
-reused buffer and scaled to [0, 1] there, so an epoch allocates nothing per batch and never makes a
-permuted copy of the whole training set.
+reused buffer and converted to the model's dtype there (a model given raw pixels scales them with
+its own :class:`~chainrule.Rescaling` layer), so an epoch allocates nothing per batch and never
+makes a permuted copy of the whole training set.
 """
 
 from __future__ import annotations
@@ -17,16 +18,22 @@ from ._checks import (
     check_array,
     check_finite,
     check_float_dtype,
+    check_fraction,
     check_int,
-    check_positive,
 )
 
 __all__ = ["Batches", "check_dataset", "train_validation_split"]
 
 
 def check_dataset(x: np.ndarray, y: np.ndarray, x_name: str = "x", y_name: str = "y") -> None:
-    """Check a data set once, up front: numeric arrays, one target per sample, no NaN/inf."""
-    check_array(x, x_name, ndim=2)
+    """Check a data set once, up front: numeric arrays, one target per sample, no NaN/inf.
+
+    Samples may have any shape (``x`` is ``(N, ...)``); whether the model takes it is the first
+    layer's to say.
+    """
+    check_array(x, x_name)
+    if x.ndim < 2:
+        raise ValueError(f"{x_name} must be a batch of samples (N, ...), got shape {x.shape}")
     check_array(y, y_name, ndim=(1, 2))
     if x.shape[0] != y.shape[0]:
         raise ValueError(
@@ -60,9 +67,7 @@ def train_validation_split(
     -------
     (x_train, y_train), (x_val, y_val)
     """
-    fraction = check_positive(validation_split, "validation_split")
-    if fraction >= 1:
-        raise ValueError(f"Invalid validation_split: {validation_split!r} (must be in (0, 1))")
+    fraction = check_fraction(validation_split, "validation_split", allow_zero=False)
     n = len(x)
     if len(y) != n:
         raise ValueError(f"x and y hold different numbers of samples: {n} and {len(y)}")
@@ -82,8 +87,8 @@ class Batches:
 
     Parameters
     ----------
-    x : ndarray (N, features)
-        Inputs; ``uint8`` is scaled to [0, 1] batch by batch.
+    x : ndarray (N, ...)
+        Inputs, converted to ``dtype`` batch by batch (``uint8`` images stay bytes in memory).
     y : ndarray (N,) or (N, K)
         Targets.
     batch_size : int
@@ -135,14 +140,6 @@ class Batches:
             y = np.take(self.y, idx, axis=0, out=self._y[:m])
             if self._x is None:
                 yield x_raw, y
-            elif self.x.dtype == np.uint8:
-                # Same arithmetic as chainrule.network.as_input (cast, then multiply in the
-                # float dtype), so training and prediction see identical inputs. A cast copy and
-                # an in-place multiply are twice as fast as one mixed-dtype multiply.
-                xb = self._x[:m]
-                xb[...] = x_raw
-                xb *= self.dtype.type(1 / 255)
-                yield xb, y
             else:
-                self._x[:m] = x_raw
+                self._x[:m] = x_raw  # the cast as_input makes, into the reused buffer
                 yield self._x[:m], y

@@ -235,18 +235,17 @@ def gradient_check(
     rtol = check_positive(rtol, "rtol")
     atol = check_positive(atol, "atol", allow_zero=True)
     net64 = net.copy().astype(np.float64)
-    # As net.forward sees it (uint8 images scaled to [0, 1], NaN refused), in a copy of our own:
+    # As net.forward sees it (converted to the dtype, NaN refused), in a copy of our own:
     # the numerical gradient perturbs it in place.
     x64 = np.array(as_input(x, np.dtype(np.float64), "x"))
     t = check_array(t, "t")
     if np.issubdtype(t.dtype, np.floating):
         t = t.astype(np.float64)
-    generators = [g for g in (getattr(layer, "rng", None) for layer in net64) if g is not None]
-    states = [g.bit_generator.state for g in generators]
+    states = [layer.get_extra_state() for layer in net64]
 
     def evaluate(_: np.ndarray | None = None) -> float:
-        for g, state in zip(generators, states, strict=True):
-            g.bit_generator.state = state  # the same dropout mask at every evaluation
+        for layer, state in zip(net64, states, strict=True):
+            layer.set_extra_state(state)  # the same dropout mask at every evaluation
         return loss.forward(net64.forward(x64, training=training), t)
 
     evaluate()

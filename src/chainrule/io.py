@@ -33,17 +33,21 @@ import numpy as np
 
 from ._checks import check_finite
 from ._version import __version__
-from .layers import Dropout
-from .network import Sequential
+from .history import History
+from .layers import Layer
+from .network import MODELS, Sequential, resolve_layers
 from .optim import OPTIMIZERS, Optimizer
-from .train import History
 
 __all__ = ["FORMAT", "Checkpoint", "atomic_write", "load", "load_checkpoint", "save"]
 
-#: Identifies chainrule model files; bump ``FORMAT_VERSION`` on incompatible changes.
+#: Identifies chainrule model files; bump ``FORMAT_VERSION`` on incompatible changes, and teach
+#: :func:`_upgrade` to read the old one.
 FORMAT = "chainrule-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 _METADATA = "metadata.json"
+_ARRAY_GROUPS = ("params", "buffers", "optimizer")
+_V1_RESCALING = {"type": "Rescaling", "config": {"scale": 1 / 255, "offset": 0.0}}
 _MAX_METADATA_BYTES = 16 * 2**20
 
 
@@ -106,25 +110,18 @@ def save(
     for name, value in model.buffers.items():
         check_finite(value, f"buffer {name}")
         arrays[f"buffers/{name}"] = value
-    # Dropout layers that draw from one generator (MLP builds them so) must share it after loading,
-    # or a resumed run draws different masks: each later one names the first layer using it.
-    first_user: dict[int, int] = {}
-    shared = {}
-    for i, layer in enumerate(model.layers):
-        if isinstance(layer, Dropout) and first_user.setdefault(id(layer.rng), i) != i:
-            shared[str(i)] = first_user[id(layer.rng)]
     meta: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "chainrule_version": __version__,
         "dtype": dtype.name,
+        "model": {"type": type(model).__name__, "arguments": model.arguments()},
         "layers": model.config(),
-        "rng_states": {
-            str(i): layer.rng.bit_generator.state
+        "extra_state": {
+            str(i): state
             for i, layer in enumerate(model.layers)
-            if isinstance(layer, Dropout)
+            if (state := layer.get_extra_state())
         },
-        "rng_shared": shared,
         "optimizer": None,
         "history": history.to_dict() if history is not None else None,
         "metadata": metadata or {},
@@ -154,8 +151,18 @@ def save(
     return path
 
 
-def load(path: str | os.PathLike[str]) -> Sequential:
-    """Load a model saved by :func:`save`; it predicts as the saved one did.
+def load(
+    path: str | os.PathLike[str], *, custom_layers: dict[str, type[Layer]] | None = None
+) -> Sequential:
+    """Load a model saved by :func:`save`; it predicts as the saved one did, and is of the class
+    that was saved (an :class:`~chainrule.MLP` stays an MLP).
+
+    Parameters
+    ----------
+    path : path-like
+    custom_layers : dict of str to Layer subclass, optional
+        A user's own layer classes by the names they were saved under (as Keras's
+        ``custom_objects``); chainrule's own layers need no entry.
 
     Raises
     ------
@@ -164,21 +171,26 @@ def load(path: str | os.PathLike[str]) -> Sequential:
     ValueError
         If the file is not a complete, consistent chainrule model (truncated, tampered, a pickle).
     """
-    return load_checkpoint(path).model
+    return load_checkpoint(path, custom_layers=custom_layers).model
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+def load_checkpoint(
+    path: str | os.PathLike[str], *, custom_layers: dict[str, type[Layer]] | None = None
+) -> Checkpoint:
     """Load a model with its optimizer state, history and metadata (see :func:`save`).
 
     Resume training with ``fit(ckpt.model, ..., optimizer=ckpt.optimizer,
-    initial_epoch=ckpt.next_epoch, seed=<the same seed>)``.
+    initial_epoch=ckpt.next_epoch, seed=<the same seed>)``. Files of format version 1 load as
+    they predicted: their models scaled ``uint8`` input by 1/255 implicitly, so they come back
+    with an explicit ``Rescaling(1 / 255)`` first layer (give them raw pixels, in any dtype).
     """
+    layer_classes = resolve_layers(custom_layers)  # a bad argument is the caller's, not the file's
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     try:
         with zipfile.ZipFile(path) as zf:
-            return _read(zf, path, path.stat().st_size)
+            return _read(zf, path, path.stat().st_size, layer_classes)
     except _InvalidModelFile as exc:  # already names the file and the problem
         raise ValueError(str(exc)) from exc.__cause__
     except (
@@ -201,59 +213,29 @@ class _InvalidModelFile(ValueError):
 
 
 # -- reading ---------------------------------------------------------------------------------------
-def _read(zf: zipfile.ZipFile, path: Path, size: int) -> Checkpoint:
+def _read(
+    zf: zipfile.ZipFile, path: Path, size: int, layer_classes: dict[str, type[Layer]]
+) -> Checkpoint:
+    """Read and check a whole file: metadata, architecture, arrays, then the training state."""
+
     def bad(problem: str) -> ValueError:
         return _InvalidModelFile(f"{path} is not a valid chainrule model file: {problem}")
 
     infos = {info.filename: info for info in zf.infolist()}
-    meta = _read_metadata(zf, infos, bad, size)
-    try:
-        dtype = np.dtype(meta["dtype"])
-        if not np.issubdtype(dtype, np.floating):
-            raise bad(f"dtype must be floating, got {dtype}")
-        # Every value of the architecture is stored in the file: check its size before building
-        # it, or a few bytes of JSON could ask for terabytes of freshly initialised weights.
-        values = _declared_values(meta["layers"])
-        if values * dtype.itemsize > size:
-            raise bad(
-                f"the architecture declares {values:,} {dtype} values "
-                f"({values * dtype.itemsize:,} bytes) but the file holds {size:,} bytes"
-            )
-        model = Sequential.from_config(meta["layers"], dtype)
-    except _InvalidModelFile:
-        raise
-    except (KeyError, TypeError, ValueError) as exc:
-        raise bad(f"bad architecture or dtype in metadata ({exc})") from exc
-
+    meta, rename = _upgrade(_read_metadata(zf, infos, bad, size))
+    infos = {rename(name): info for name, info in infos.items()}
+    model = _build_model(meta, size, layer_classes, bad)
+    opt_cls, slot_names = _optimizer_slots(meta.get("optimizer"), model, bad)
     expected = {f"params/{k}.npy": v for k, v in model.params.items()}
     expected |= {f"buffers/{k}.npy": v for k, v in model.buffers.items()}
-    opt_meta = meta.get("optimizer")
-    opt_arrays: dict[str, dict[str, np.ndarray]] = {}
-    if opt_meta is not None:
-        slots = opt_meta.get("slots") if isinstance(opt_meta, dict) else None
-        if not isinstance(slots, dict):
-            raise bad("optimizer metadata has no slot list")
-        kind = opt_meta.get("type")
-        opt_cls = OPTIMIZERS.get(kind.lower()) if isinstance(kind, str) else None
-        if opt_cls is None:
-            raise bad(f"unknown optimizer type {kind!r}")
-        for name, names in slots.items():
-            if name not in model.params or not isinstance(names, list):
-                raise bad(f"optimizer state for unknown parameter {name!r}")
-            if sorted(map(str, names)) != sorted(opt_cls.slots):
-                # Training would fail on the first step with a KeyError otherwise.
-                raise bad(
-                    f"optimizer state of {name!r} holds {names}; {opt_cls.__name__} keeps "
-                    f"{list(opt_cls.slots)}"
-                )
-            opt_arrays[name] = {}
-            for slot in names:
-                expected[f"optimizer/{name}/{slot}.npy"] = model.params[name]
+    for name, names in slot_names.items():
+        expected |= {f"optimizer/{name}/{slot}.npy": model.params[name] for slot in names}
     members = set(infos) - {_METADATA}
     if members != set(expected):
         missing, extra = sorted(set(expected) - members), sorted(members - set(expected))
         raise bad(f"arrays do not match the architecture (missing {missing}, unexpected {extra})")
 
+    slots: dict[str, dict[str, np.ndarray]] = {name: {} for name in slot_names}
     for member, target in expected.items():
         value = _read_array(zf, infos[member], bad, size)
         if value.shape != target.shape or value.dtype != target.dtype:
@@ -265,60 +247,179 @@ def _read(zf: zipfile.ZipFile, path: Path, size: int) -> Checkpoint:
             raise bad(f"{member} contains NaN or infinity")
         if member.startswith("optimizer/"):
             _, name, slot = member[: -len(".npy")].split("/", 2)
-            opt_arrays[name][slot] = value
+            slots[name][slot] = value
         else:
             target[...] = value
 
-    rng_states = meta.get("rng_states") or {}
-    if not isinstance(rng_states, dict):
-        raise bad("rng_states must map layer indices to generator states")
-    for index, state in rng_states.items():
-        try:
-            layer = model.layers[int(index)]
-            assert isinstance(layer, Dropout)
-            layer.rng.bit_generator.state = state
-        except (AssertionError, IndexError, KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise bad(f"bad random-generator state for layer {index}") from exc
-    shared = meta.get("rng_shared") or {}
-    if not isinstance(shared, dict):
-        raise bad("rng_shared must map layer indices to layer indices")
-    for index, first in shared.items():
-        try:
-            layer, source = model.layers[int(index)], model.layers[int(first)]
-            if not isinstance(layer, Dropout) or not isinstance(source, Dropout):
-                raise TypeError("not a Dropout layer")
-            layer.rng = source.rng
-        except (IndexError, TypeError, ValueError, OverflowError) as exc:
-            raise bad(f"bad shared random generator for layer {index}") from exc
-
-    optimizer = None
-    if opt_meta is not None:
-        try:
-            optimizer = OPTIMIZERS[opt_meta["type"].lower()](**opt_meta["config"])
-            optimizer.load_state_dict(
-                {
-                    "iterations": opt_meta["iterations"],
-                    "initial_lr": opt_meta.get("initial_lr", optimizer.lr),
-                    "state": opt_arrays,
-                }
-            )
-        except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise bad(f"bad optimizer state ({exc!r})") from exc
-    history = None
-    if meta.get("history") is not None:
-        records = meta["history"]
-        if not isinstance(records, dict) or not all(
-            isinstance(v, list) and all(_is_real(x) for x in v) for v in records.values()
-        ):
-            raise bad("history must map names to lists of numbers")
-        if not all(isinstance(e, int) and e >= 0 for e in records.get("epoch", [])):
-            raise bad("history epochs must be integers >= 0")
-        try:
-            history = History.from_dict(records)
-        except (TypeError, ValueError) as exc:
-            raise bad(f"bad history ({exc})") from exc
+    _restore_extra_state(model, meta.get("extra_state"), bad)
+    optimizer = None if opt_cls is None else _read_optimizer(meta["optimizer"], opt_cls, slots, bad)
     user = meta.get("metadata") or {}
-    return Checkpoint(model, optimizer, history, user if isinstance(user, dict) else {})
+    return Checkpoint(
+        model,
+        optimizer,
+        _read_history(meta.get("history"), bad),
+        user if isinstance(user, dict) else {},
+    )
+
+
+def _upgrade(meta: dict[str, Any]) -> tuple[dict[str, Any], Callable[[str], str]]:
+    """Metadata of an older format version as the current one, and how its members are renamed.
+
+    Version 1 scaled ``uint8`` input by 1/255 inside every model, implicitly; version 2 models
+    hold their preprocessing as layers. A version-1 model therefore gains a ``Rescaling(1/255)``
+    first layer, which moves every layer index (and so every array's name) up by one. Its
+    Dropout generators' states become the layers' extra state; layers that shared one generator
+    get a copy each (a resumed run's masks then differ from an uninterrupted run's).
+    """
+    if meta["format_version"] == FORMAT_VERSION:
+        return meta, lambda member: member
+
+    def shift(name: str) -> str:
+        index, dot, rest = str(name).partition(".")
+        return f"{int(index) + 1}{dot}{rest}" if index.isdigit() else str(name)
+
+    def rename(member: str) -> str:
+        prefix, slash, rest = member.partition("/")
+        return f"{prefix}/{shift(rest)}" if slash and prefix in _ARRAY_GROUPS else member
+
+    layers, states, opt = meta.get("layers"), meta.get("rng_states"), meta.get("optimizer")
+    if isinstance(opt, dict) and isinstance(opt.get("slots"), dict):
+        opt = {**opt, "slots": {shift(k): v for k, v in opt["slots"].items()}}
+    upgraded = {
+        **meta,
+        "format_version": FORMAT_VERSION,
+        "model": {"type": "Sequential", "arguments": None},
+        "layers": [_V1_RESCALING, *layers] if isinstance(layers, list) else layers,
+        "extra_state": (
+            {shift(k): {"rng": v} for k, v in states.items()}
+            if isinstance(states, dict)
+            else states
+        ),
+        "optimizer": opt,
+    }
+    return upgraded, rename
+
+
+def _build_model(
+    meta: dict[str, Any], size: int, layer_classes: dict[str, type[Layer]], bad: Any
+) -> Sequential:
+    """The saved architecture, built after checking that the file can hold what it declares."""
+    try:
+        dtype = np.dtype(meta["dtype"])
+        if not np.issubdtype(dtype, np.floating):
+            raise bad(f"dtype must be floating, got {dtype}")
+        # Every value of the architecture is stored in the file: check its size before building
+        # it, or a few bytes of JSON could ask for terabytes of freshly initialised weights.
+        values = _declared_values(meta["layers"], layer_classes)
+        if values * dtype.itemsize > size:
+            raise bad(
+                f"the architecture declares {values:,} {dtype} values "
+                f"({values * dtype.itemsize:,} bytes) but the file holds {size:,} bytes"
+            )
+        model = Sequential.from_config(meta["layers"], dtype, layer_classes)
+    except _InvalidModelFile:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise bad(f"bad architecture or dtype in metadata ({exc})") from exc
+    spec = meta.get("model")
+    kind = spec.get("type") if isinstance(spec, dict) else None
+    if not isinstance(kind, str) or kind not in MODELS:
+        return model  # a plain stack, or a user's own Sequential subclass: its layers as saved
+    arguments = spec.get("arguments")  # type: ignore[union-attr]
+    return MODELS[kind].rebuilt(model.layers, arguments if isinstance(arguments, dict) else None)
+
+
+def _declared_values(layers: Any, layer_classes: dict[str, type[Layer]]) -> int:
+    """How many parameter and buffer values the architecture ``layers`` (the metadata's list)
+    declares, by each layer's own account; entries that are not understood count 0, as building
+    them fails anyway."""
+    total = 0
+    for spec in layers if isinstance(layers, list) else ():
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        config = spec.get("config") if isinstance(spec, dict) else None
+        if not isinstance(kind, str) or kind not in layer_classes or not isinstance(config, dict):
+            continue
+        try:
+            shapes = layer_classes[kind].declared_shapes(config)
+        except (TypeError, ValueError):
+            continue
+        total += sum(math.prod(shape) for shape in shapes.values())
+    return total
+
+
+def _optimizer_slots(
+    opt_meta: Any, model: Sequential, bad: Any
+) -> tuple[type[Optimizer] | None, dict[str, list[str]]]:
+    """The saved optimizer's class and the state slots it keeps for each parameter."""
+    if opt_meta is None:
+        return None, {}
+    slots = opt_meta.get("slots") if isinstance(opt_meta, dict) else None
+    if not isinstance(slots, dict):
+        raise bad("optimizer metadata has no slot list")
+    kind = opt_meta.get("type")
+    opt_cls = OPTIMIZERS.get(kind.lower()) if isinstance(kind, str) else None
+    if opt_cls is None:
+        raise bad(f"unknown optimizer type {kind!r}")
+    for name, names in slots.items():
+        if name not in model.params or not isinstance(names, list):
+            raise bad(f"optimizer state for unknown parameter {name!r}")
+        if sorted(map(str, names)) != sorted(opt_cls.slots):
+            # Training would fail on the first step with a KeyError otherwise.
+            raise bad(
+                f"optimizer state of {name!r} holds {names}; {opt_cls.__name__} keeps "
+                f"{list(opt_cls.slots)}"
+            )
+    return opt_cls, {name: [str(slot) for slot in names] for name, names in slots.items()}
+
+
+def _restore_extra_state(model: Sequential, extra: Any, bad: Any) -> None:
+    """Hand each layer the extra state (a random generator's) it saved."""
+    if extra is None:
+        return
+    if not isinstance(extra, dict):
+        raise bad("extra_state must map layer indices to states")
+    for index, state in extra.items():
+        try:
+            if not isinstance(state, dict):
+                raise TypeError(f"a state must be a JSON object, got {type(state).__name__}")
+            model.layers[int(index)].set_extra_state(state)
+        except (IndexError, TypeError, ValueError, OverflowError) as exc:
+            raise bad(f"bad extra state for layer {index} ({exc})") from exc
+
+
+def _read_optimizer(
+    opt_meta: dict[str, Any],
+    opt_cls: type[Optimizer],
+    slots: dict[str, dict[str, np.ndarray]],
+    bad: Any,
+) -> Optimizer:
+    try:
+        optimizer = opt_cls(**opt_meta["config"])
+        optimizer.load_state_dict(
+            {
+                "iterations": opt_meta["iterations"],
+                "initial_lr": opt_meta.get("initial_lr", optimizer.lr),
+                "state": slots,
+            }
+        )
+    except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise bad(f"bad optimizer state ({exc!r})") from exc
+    return optimizer
+
+
+def _read_history(records: Any, bad: Any) -> History | None:
+    if records is None:
+        return None
+    if not isinstance(records, dict) or not all(
+        isinstance(v, list) and all(_is_real(x) for x in v) for v in records.values()
+    ):
+        raise bad("history must map names to lists of numbers")
+    if not all(isinstance(e, int) and e >= 0 for e in records.get("epoch", [])):
+        raise bad("history epochs must be integers >= 0")
+    try:
+        return History.from_dict(records)
+    except (TypeError, ValueError) as exc:
+        raise bad(f"bad history ({exc})") from exc
 
 
 def _read_metadata(
@@ -337,10 +438,10 @@ def _read_metadata(
         raise bad(f"{_METADATA} is not valid JSON ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise bad(f"{_METADATA} does not describe a {FORMAT!r}")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") not in _READABLE_VERSIONS:
         raise bad(
-            f"format version {meta.get('format_version')!r}; this chainrule reads version "
-            f"{FORMAT_VERSION}"
+            f"format version {meta.get('format_version')!r}; this chainrule reads versions "
+            f"{list(_READABLE_VERSIONS)}"
         )
     return meta
 
@@ -359,22 +460,6 @@ def _check_stored(info: zipfile.ZipInfo, size: int, bad: Any) -> None:
 
 def _is_real(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
-
-
-def _declared_values(layers: Any) -> int:
-    """How many parameter and buffer values the architecture ``layers`` (the metadata's list)
-    declares; entries that are not understood count 0, as building them fails anyway."""
-    total = 0
-    for spec in layers if isinstance(layers, list) else ():
-        config = spec.get("config") if isinstance(spec, dict) else None
-        if not isinstance(config, dict):
-            continue
-        sizes = {k: v for k, v in config.items() if isinstance(v, int) and v > 0}
-        if spec.get("type") == "Dense":
-            total += (sizes.get("in_features", 0) + 1) * sizes.get("out_features", 0)
-        elif spec.get("type") == "BatchNorm":
-            total += 4 * sizes.get("num_features", 0)  # gamma, beta, running mean and variance
-    return total
 
 
 def _read_array(zf: zipfile.ZipFile, info: zipfile.ZipInfo, bad: Any, size: int) -> np.ndarray:

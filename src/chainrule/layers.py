@@ -23,8 +23,10 @@ from ._checks import (
     as_input,
     check_array,
     check_float_dtype,
+    check_fraction,
     check_int,
     check_positive,
+    check_real,
 )
 from .initializers import INITIALIZERS, init_weight
 
@@ -37,6 +39,7 @@ __all__ = [
     "Layer",
     "LeakyReLU",
     "ReLU",
+    "Rescaling",
     "Sigmoid",
     "Softmax",
     "Tanh",
@@ -44,7 +47,20 @@ __all__ = [
 
 
 class Layer:
-    """Base class of all layers.
+    """Base class of all layers: the one contract the rest of chainrule talks to.
+
+    A layer owns everything that is its own, so the network, the training loop, saving, loading,
+    the gradient check and the exporters never name a concrete layer class:
+
+    * ``_forward(x, training)`` / ``_backward(dy, input_grad)``: the maths; ``_backward`` fills
+      ``self.grads`` and returns ``dL/dx`` (or ``None`` when ``input_grad`` is False);
+    * ``_check_input(x)`` and :attr:`input_shape`: the input it accepts, and the clear error it
+      raises for any other;
+    * :meth:`config` and :meth:`declared_shapes`: how to rebuild it, and what it will allocate;
+    * :meth:`get_extra_state` / :meth:`set_extra_state`: state beyond arrays (a random generator).
+
+    Every public subclass defined inside chainrule registers itself in :data:`LAYERS` by name;
+    a user's own subclass loads with ``cr.load(path, custom_layers={"Name": cls})``.
 
     Attributes
     ----------
@@ -60,6 +76,19 @@ class Layer:
     has_training_mode: ClassVar[bool] = False
     #: The smallest batch ``forward(x, training=True)`` accepts (BatchNorm needs 2).
     min_batch: ClassVar[int] = 1
+    #: Whether each output sample has its input sample's shape (so a network's input shape is
+    #: that of the first layer that fixes one).
+    preserves_shape: ClassVar[bool] = False
+    #: Whether the output is already class probabilities (a final Softmax or Sigmoid), so
+    #: ``predict_proba`` returns it as it is.
+    outputs_probabilities: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__module__.split(".")[0] == __name__.split(".")[0] and not cls.__name__.startswith(
+            "_"
+        ):
+            LAYERS[cls.__name__] = cls
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
@@ -74,28 +103,60 @@ class Layer:
         Parameters
         ----------
         x : ndarray
-            The input batch; its shape is checked by the layer. Integer input is converted as
-            :class:`~chainrule.Sequential` converts it (``uint8`` pixels scaled to [0, 1]), to
-            the parameters' dtype, or float32 for a layer without parameters.
+            The input batch; its shape is checked by the layer. It is converted to the layer's
+            dtype (integers as they are: scaling is a :class:`Rescaling` layer's job); a layer
+            without parameters keeps a floating input's dtype and takes integers as float32.
         training : bool
             Training-mode behaviour for Dropout and BatchNorm; other layers ignore it.
         """
-        dtype = next((p.dtype for p in self.params.values()), None)
-        x = as_input(x, dtype, f"{self!r} input")
+        x = as_input(x, self.dtype, f"{self!r} input")
         with np.errstate(under="ignore"):  # underflow to 0 is the right answer (see functional)
             return self._call(x, training)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """Back-propagate ``dy = dL/dy``: fill ``self.grads`` and return ``dL/dx``."""
         with np.errstate(under="ignore"):
-            return self._backward_checked(dy, need_dx=True)  # type: ignore[return-value]
+            return self._backward_checked(dy, input_grad=True)  # type: ignore[return-value]
 
     def __call__(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         return self.forward(x, training)
 
+    @property
+    def dtype(self) -> np.dtype | None:
+        """The floating dtype of the parameters, or None for a layer without any."""
+        return next((p.dtype for p in self.params.values()), None)
+
+    @property
+    def input_shape(self) -> tuple[int | None, ...] | None:
+        """The shape of one input sample this layer requires (``None`` entries: any size), or
+        ``None`` if it takes samples of any shape."""
+        return None
+
     def config(self) -> dict[str, Any]:
-        """Constructor arguments that rebuild this layer (JSON-serialisable)."""
+        """Constructor arguments that rebuild this layer (JSON-serialisable).
+
+        ``dtype`` is not among them: the loader passes the saved model's dtype to every
+        constructor that takes a ``dtype`` argument.
+        """
         return {}
+
+    @classmethod
+    def declared_shapes(cls, config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """Shapes of the parameters and buffers ``cls(**config)`` would allocate.
+
+        Loading checks their total against the file's size before building anything, so a few
+        bytes of JSON cannot ask for terabytes. Raises ``ValueError`` for a bad configuration.
+        """
+        return {}
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """JSON-serialisable state beyond ``params`` and ``buffers`` (a random generator's)."""
+        return {}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`get_extra_state` returned; raises ``ValueError`` if it is bad."""
+        if state:
+            raise ValueError(f"{self!r} keeps no extra state, got keys {sorted(state)}")
 
     def astype(self, dtype: np.dtype | type) -> Layer:
         """Convert parameters, gradients and buffers to ``dtype`` in place; returns ``self``."""
@@ -120,7 +181,7 @@ class Layer:
         self._out_shape = y.shape
         return y
 
-    def _backward_checked(self, dy: np.ndarray, need_dx: bool) -> np.ndarray | None:
+    def _backward_checked(self, dy: np.ndarray, input_grad: bool) -> np.ndarray | None:
         if self._out_shape is None:
             raise RuntimeError(f"{self!r}: backward() called before forward()")
         dy = check_array(dy, f"{self!r} dy")
@@ -129,23 +190,82 @@ class Layer:
                 f"{self!r}: dy must have the shape of the last output {self._out_shape}, "
                 f"got {dy.shape}"
             )
-        return self._backward(dy, need_dx)
+        return self._backward(dy, input_grad)
 
     # -- to implement -------------------------------------------------------------------------
     def _check_input(self, x: np.ndarray) -> None:
         """Raise ``ValueError`` if ``x`` has the wrong shape for this layer."""
+        want = self.input_shape
+        if want is not None and (
+            x.ndim != len(want) + 1
+            or any(w is not None and w != d for w, d in zip(want, x.shape[1:], strict=True))
+        ):
+            dims = ", ".join(["N", *("?" if w is None else str(w) for w in want)])
+            raise ValueError(f"{self!r} expected input of shape ({dims}), got {x.shape}")
 
     def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         raise NotImplementedError
 
-    def _backward(self, dy: np.ndarray, need_dx: bool) -> np.ndarray | None:
-        """Fill ``self.grads``; return ``dL/dx`` (``None`` allowed when ``need_dx`` is False)."""
+    def _backward(self, dy: np.ndarray, input_grad: bool) -> np.ndarray | None:
+        """Fill ``self.grads``; return ``dL/dx`` (``None`` allowed when ``input_grad`` is False)."""
         raise NotImplementedError
 
 
-def _check_features(layer: Layer, x: np.ndarray, features: int) -> None:
-    if x.ndim != 2 or x.shape[1] != features:
-        raise ValueError(f"{layer!r} expected input of shape (N, {features}), got {x.shape}")
+#: Every layer class by name, for loading saved models; filled as the classes are defined.
+LAYERS: dict[str, type[Layer]] = {}
+
+
+class Rescaling(Layer):
+    """Preprocessing held by the model: ``y = x * scale + offset``.
+
+    A model that expects pixels in [0, 1] starts with ``Rescaling(1 / 255)`` and is then given the
+    raw pixels, in any dtype (``uint8`` images stay bytes in memory during training and are
+    scaled batch by batch); the scaling is saved with the model and exported with it. Every
+    input dtype means the same here: no dtype is scaled implicitly.
+
+    Parameters
+    ----------
+    scale, offset : float
+        Finite reals; ``scale`` non-zero.
+
+    Shape
+    -----
+    x : (N, ...) -> y : same shape
+
+    Backward
+    --------
+    ``dx = dy * scale``.
+
+    Examples
+    --------
+    >>> Rescaling(1 / 255).forward(np.array([[0, 51, 255]], np.uint8))
+    array([[0. , 0.2, 1. ]], dtype=float32)
+    """
+
+    preserves_shape = True
+
+    def __init__(self, scale: float, offset: float = 0.0) -> None:
+        super().__init__()
+        self.scale = check_real(scale, "scale")
+        self.offset = check_real(offset, "offset")
+        if self.scale == 0:
+            raise ValueError("Invalid scale: 0.0 (the output would not depend on the input)")
+
+    def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        y = x * x.dtype.type(self.scale)
+        if self.offset:
+            y += x.dtype.type(self.offset)
+        return y
+
+    def _backward(self, dy: np.ndarray, input_grad: bool) -> np.ndarray:
+        return dy * dy.dtype.type(self.scale)
+
+    def config(self) -> dict[str, Any]:
+        return {"scale": self.scale, "offset": self.offset}
+
+    def __repr__(self) -> str:
+        offset = f", offset={self.offset:g}" if self.offset else ""
+        return f"Rescaling(scale={self.scale:.6g}{offset})"
 
 
 class Dense(Layer):
@@ -201,8 +321,15 @@ class Dense(Layer):
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         self._x: np.ndarray | None = None
 
-    def _check_input(self, x: np.ndarray) -> None:
-        _check_features(self, x, self.in_features)
+    @property
+    def input_shape(self) -> tuple[int]:
+        return (self.in_features,)
+
+    @classmethod
+    def declared_shapes(cls, config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        n_in = check_int(config.get("in_features"), "in_features")
+        n_out = check_int(config.get("out_features"), "out_features")
+        return {"W": (n_in, n_out), "b": (n_out,)}
 
     def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         W, b = self.params["W"], self.params["b"]
@@ -212,7 +339,7 @@ class Dense(Layer):
         y += b
         return y
 
-    def _backward(self, dy: np.ndarray, need_dx: bool) -> np.ndarray | None:
+    def _backward(self, dy: np.ndarray, input_grad: bool) -> np.ndarray | None:
         assert self._x is not None
         W = self.params["W"]
         dy = dy.astype(W.dtype, copy=False)
@@ -220,7 +347,7 @@ class Dense(Layer):
         # holding references to them sees the new values.
         np.matmul(self._x.T, dy, out=self.grads["W"])
         np.sum(dy, axis=0, out=self.grads["b"])
-        return dy @ W.T if need_dx else None
+        return dy @ W.T if input_grad else None
 
     def config(self) -> dict[str, Any]:
         return {
@@ -236,6 +363,8 @@ class Dense(Layer):
 class _Activation(Layer):
     """An element-wise activation that caches its output ``y`` and back-propagates through it."""
 
+    preserves_shape = True
+
     def __init__(self) -> None:
         super().__init__()
         self._y: np.ndarray | None = None
@@ -244,7 +373,7 @@ class _Activation(Layer):
         self._y = self._apply(x)
         return self._y
 
-    def _backward(self, dy: np.ndarray, need_dx: bool) -> np.ndarray:
+    def _backward(self, dy: np.ndarray, input_grad: bool) -> np.ndarray:
         assert self._y is not None
         return dy * self._derivative(self._y)
 
@@ -264,7 +393,7 @@ class ReLU(_Activation):
     def _derivative(self, y: np.ndarray) -> np.ndarray:
         return F.relu_grad(y)
 
-    def _backward(self, dy: np.ndarray, need_dx: bool) -> np.ndarray:
+    def _backward(self, dy: np.ndarray, input_grad: bool) -> np.ndarray:
         assert self._y is not None
         # dy * (y > 0) straight from the boolean mask: one pass fewer than building the float
         # derivative first (ReLU's backward runs on the widest arrays of a training step).
@@ -293,6 +422,8 @@ class LeakyReLU(_Activation):
 
 class Sigmoid(_Activation):
     """``y = 1 / (1 + exp(-x))``; ``dx = dy * y * (1 - y)``."""
+
+    outputs_probabilities = True
 
     def _apply(self, x: np.ndarray) -> np.ndarray:
         return F.sigmoid(x)
@@ -325,6 +456,9 @@ class Softmax(Layer):
     :class:`~chainrule.losses.SoftmaxCrossEntropy` on logits for that fused, stabler form.
     """
 
+    preserves_shape = True
+    outputs_probabilities = True
+
     def __init__(self) -> None:
         super().__init__()
         self._y: np.ndarray | None = None
@@ -337,7 +471,7 @@ class Softmax(Layer):
         self._y = F.softmax(x)
         return self._y
 
-    def _backward(self, dy: np.ndarray, need_dx: bool) -> np.ndarray:
+    def _backward(self, dy: np.ndarray, input_grad: bool) -> np.ndarray:
         y = self._y
         assert y is not None
         return y * (dy - (dy * y).sum(axis=1, keepdims=True))
@@ -356,13 +490,11 @@ class Dropout(Layer):
     """
 
     has_training_mode = True
+    preserves_shape = True
 
     def __init__(self, p: float = 0.5, rng: np.random.Generator | int | None = None) -> None:
         super().__init__()
-        p = check_positive(p, "p", allow_zero=True)
-        if p >= 1.0:
-            raise ValueError(f"Invalid p: {p!r} (must be in [0, 1))")
-        self.p = p
+        self.p = check_fraction(p, "p")
         self.rng = as_generator(rng)
         self._mask: np.ndarray | None = None
 
@@ -374,11 +506,21 @@ class Dropout(Layer):
         self._mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
         return x * self._mask
 
-    def _backward(self, dy: np.ndarray, need_dx: bool) -> np.ndarray:
+    def _backward(self, dy: np.ndarray, input_grad: bool) -> np.ndarray:
         return dy if self._mask is None else dy * self._mask
 
     def config(self) -> dict[str, Any]:
         return {"p": self.p}
+
+    def get_extra_state(self) -> dict[str, Any]:
+        # The generator's position, so a resumed run draws the masks it would have drawn.
+        return {"rng": self.rng.bit_generator.state}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        try:
+            self.rng.bit_generator.state = state["rng"]
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"{self!r}: bad random-generator state ({exc!r})") from exc
 
     def __repr__(self) -> str:
         return f"Dropout(p={self.p})"
@@ -399,6 +541,7 @@ class BatchNorm(Layer):
 
     has_training_mode = True
     min_batch = 2  # one sample has no spread to normalise by
+    preserves_shape = True
 
     def __init__(
         self,
@@ -409,9 +552,7 @@ class BatchNorm(Layer):
     ) -> None:
         super().__init__()
         self.num_features = check_int(num_features, "num_features")
-        self.momentum = check_positive(momentum, "momentum", allow_zero=True)
-        if self.momentum >= 1.0:
-            raise ValueError(f"Invalid momentum: {momentum!r} (must be in [0, 1))")
+        self.momentum = check_fraction(momentum, "momentum")
         self.eps = check_positive(eps, "eps")
         dtype = check_float_dtype(dtype)
         n = self.num_features
@@ -422,8 +563,14 @@ class BatchNorm(Layer):
         self._inv_std: np.ndarray | None = None
         self._batch_stats = False
 
-    def _check_input(self, x: np.ndarray) -> None:
-        _check_features(self, x, self.num_features)
+    @property
+    def input_shape(self) -> tuple[int]:
+        return (self.num_features,)
+
+    @classmethod
+    def declared_shapes(cls, config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        n = (check_int(config.get("num_features"), "num_features"),)
+        return {"gamma": n, "beta": n, "running_mean": n, "running_var": n}
 
     def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         x = x.astype(self.params["gamma"].dtype, copy=False)
@@ -446,7 +593,7 @@ class BatchNorm(Layer):
         self._xhat = (x - mean) * self._inv_std
         return self._xhat * self.params["gamma"] + self.params["beta"]
 
-    def _backward(self, dy: np.ndarray, need_dx: bool) -> np.ndarray:
+    def _backward(self, dy: np.ndarray, input_grad: bool) -> np.ndarray:
         xhat, inv_std = self._xhat, self._inv_std
         assert xhat is not None
         assert inv_std is not None
@@ -471,10 +618,4 @@ ACTIVATIONS: dict[str, type[Layer]] = {
     "sigmoid": Sigmoid,
     "tanh": Tanh,
     "softmax": Softmax,
-}
-
-#: Every layer class by name, for loading saved models.
-LAYERS: dict[str, type[Layer]] = {
-    cls.__name__: cls
-    for cls in (Dense, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Dropout, BatchNorm)
 }

@@ -35,6 +35,11 @@ EPS = 1e-7
 class Loss:
     """Base class: checks arguments, then calls ``_forward``/``_backward``."""
 
+    def instead_for_probabilities(self) -> str | None:
+        """For a loss that takes logits, the loss to use on a network that already outputs
+        probabilities (its last layer is a Softmax or a Sigmoid); ``None`` otherwise."""
+        return None
+
     def __init__(self) -> None:
         self._grad_args: tuple[Any, ...] | None = None
 
@@ -184,6 +189,9 @@ class SoftmaxCrossEntropy(Loss):
     ``(softmax(y) * sum_k t_k - t) / N``, which is the same thing when a row sums to 1.
     """
 
+    def instead_for_probabilities(self) -> str | None:
+        return "CrossEntropy"
+
     def _target(self, y: np.ndarray, t: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
         return _class_target(self, y, t)
 
@@ -289,6 +297,9 @@ class BinaryCrossEntropy(Loss):
 
     def config(self) -> dict[str, Any]:
         return {"from_logits": self.from_logits, "reduction": self.reduction}
+
+    def instead_for_probabilities(self) -> str | None:
+        return "BinaryCrossEntropy(from_logits=False)" if self.from_logits else None
 
 
 #: Losses by the names the CLI and saved models use.

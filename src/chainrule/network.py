@@ -8,6 +8,7 @@ and one backward pass give the gradient of every parameter.
 from __future__ import annotations
 
 import copy
+import inspect
 import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -15,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from . import functional as F
-from ._checks import as_generator, as_input, check_array, check_int, check_positive
-from .layers import ACTIVATIONS, LAYERS, BatchNorm, Dense, Dropout, Layer, Sigmoid, Softmax
+from ._checks import as_generator, as_input, check_array, check_fraction, check_int
+from .layers import ACTIVATIONS, LAYERS, BatchNorm, Dense, Dropout, Layer, Rescaling
 
-__all__ = ["DNN", "MLP", "Sequential", "as_input"]
+__all__ = ["DNN", "MLP", "MODELS", "Sequential", "as_input", "resolve_layers"]
 
 
 class Sequential:
@@ -29,8 +30,9 @@ class Sequential:
 
     Parameters
     ----------
-    *layers : Layer
-        The layers, input side first.
+    *layers : Layer, or one list of them
+        The layers, input side first: ``Sequential(a, b)`` or, as Keras takes them,
+        ``Sequential([a, b])``.
 
     Examples
     --------
@@ -42,7 +44,17 @@ class Sequential:
     ['0.W', '0.b', '2.W', '2.b']
     """
 
-    def __init__(self, *layers: Layer) -> None:
+    #: Constructor arguments of a builder (:class:`MLP`), saved with the model.
+    _arguments: dict[str, Any] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__module__.split(".")[0] == __name__.split(".")[0]:
+            MODELS[cls.__name__] = cls
+
+    def __init__(self, *layers: Layer | Sequence[Layer]) -> None:
+        if len(layers) == 1 and isinstance(layers[0], list | tuple):
+            layers = tuple(layers[0])
         if not layers:
             raise ValueError("Sequential needs at least one layer")
         for i, layer in enumerate(layers):
@@ -50,7 +62,7 @@ class Sequential:
                 raise TypeError(
                     f"Sequential: argument {i} must be a Layer, got {type(layer).__name__}"
                 )
-        self.layers: list[Layer] = list(layers)
+        self.layers: list[Layer] = list(layers)  # type: ignore[arg-type]
 
     # -- parameters -------------------------------------------------------------------------
     def _named(self, attr: str) -> dict[str, np.ndarray]:
@@ -88,12 +100,12 @@ class Sequential:
         computes, trains and is saved in one dtype, so ``forward``, ``fit`` and ``save`` refuse
         such a network until :meth:`astype` converts it.
         """
-        dtypes = {p.dtype for layer in self.layers for p in layer.params.values()}
+        dtypes = {layer.dtype for layer in self.layers if layer.dtype is not None}
         if len(dtypes) > 1:
             found = ", ".join(
-                f"{i}: {layer!r} {next(iter(layer.params.values())).dtype}"
+                f"{i}: {layer!r} {layer.dtype}"
                 for i, layer in enumerate(self.layers)
-                if layer.params
+                if layer.dtype is not None
             )
             raise ValueError(
                 f"Sequential: the layers hold parameters of different dtypes ({found}); build "
@@ -107,13 +119,14 @@ class Sequential:
         return max(layer.min_batch for layer in self.layers)
 
     @property
-    def num_inputs(self) -> int | None:
-        """Features per input sample, if the first layer that fixes it says so."""
+    def input_shape(self) -> tuple[int | None, ...] | None:
+        """The shape of one input sample, as the first layer that fixes one declares it
+        (``None`` entries: any size), or ``None`` if no layer before a reshaping one does."""
         for layer in self.layers:
-            if isinstance(layer, Dense):
-                return layer.in_features
-            if isinstance(layer, BatchNorm):
-                return layer.num_features
+            if layer.input_shape is not None:
+                return layer.input_shape
+            if not layer.preserves_shape:
+                return None
         return None
 
     def astype(self, dtype: np.dtype | type) -> Sequential:
@@ -128,6 +141,9 @@ class Sequential:
 
     def __iter__(self) -> Iterator[Layer]:
         return iter(self.layers)
+
+    def __getitem__(self, index: int) -> Layer:
+        return self.layers[index]
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -178,7 +194,7 @@ class Sequential:
 
         Shape
         -----
-        x : (N, features) -> (N, K)
+        x : (N, ...) -> (N, K)
         """
         batch_size = check_int(batch_size, "batch_size")
         x = check_array(x, "x")
@@ -208,7 +224,7 @@ class Sequential:
 
     @property
     def _outputs_probabilities(self) -> bool:
-        return isinstance(self.layers[-1], (Softmax, Sigmoid))
+        return self.layers[-1].outputs_probabilities
 
     def classes(self, out: np.ndarray) -> np.ndarray:
         """Class ids ``(N,)`` from this network's raw output ``(N, K)``: the arg-max, or for a
@@ -226,19 +242,47 @@ class Sequential:
         """The architecture as JSON-serialisable data: one ``{"type", "config"}`` per layer."""
         return [{"type": type(layer).__name__, "config": layer.config()} for layer in self.layers]
 
+    def arguments(self) -> dict[str, Any] | None:
+        """The constructor arguments a builder such as :class:`MLP` was given (saved with the
+        model, as a description), or ``None`` for a plain stack."""
+        return None if self._arguments is None else dict(self._arguments)
+
     @classmethod
-    def from_config(cls, layers: Sequence[dict[str, Any]], dtype: np.dtype | type) -> Sequential:
-        """Rebuild a network from :meth:`config` (parameters freshly initialised)."""
+    def rebuilt(cls, layers: Sequence[Layer], arguments: dict[str, Any] | None) -> Sequential:
+        """A network of this class around already built ``layers`` (how :func:`~chainrule.load`
+        gives back the class that was saved without building the layers twice)."""
+        model = cls.__new__(cls)
+        Sequential.__init__(model, *layers)
+        model._arguments = arguments
+        return model
+
+    @classmethod
+    def from_config(
+        cls,
+        layers: Sequence[dict[str, Any]],
+        dtype: np.dtype | type,
+        custom_layers: dict[str, type[Layer]] | None = None,
+    ) -> Sequential:
+        """Rebuild a network from :meth:`config` (parameters freshly initialised).
+
+        ``custom_layers`` maps the names of a user's own :class:`Layer` subclasses to the classes.
+        ``dtype`` goes to every layer whose constructor takes one.
+        """
+        known = resolve_layers(custom_layers)
         built = []
         for i, spec in enumerate(layers):
             kind = spec.get("type") if isinstance(spec, dict) else None
-            if kind not in LAYERS:
-                raise ValueError(f"layer {i}: unknown layer type {kind!r}; known: {sorted(LAYERS)}")
+            if not isinstance(kind, str) or kind not in known:
+                raise ValueError(
+                    f"layer {i}: unknown layer type {kind!r}; known: {sorted(known)} (pass your "
+                    "own layer classes as custom_layers={name: cls})"
+                )
+            layer_cls = known[kind]
             kwargs = dict(spec.get("config", {}))
-            if kind in ("Dense", "BatchNorm"):
+            if "dtype" in inspect.signature(layer_cls).parameters:
                 kwargs["dtype"] = dtype
             try:
-                built.append(LAYERS[kind](**kwargs))
+                built.append(layer_cls(**kwargs))
             except TypeError as exc:
                 raise ValueError(f"layer {i} ({kind}): bad configuration {kwargs}: {exc}") from exc
         return Sequential(*built)
@@ -254,6 +298,23 @@ class Sequential:
     def __repr__(self) -> str:
         inner = ", ".join(repr(layer) for layer in self.layers)
         return f"{type(self).__name__}({inner})"
+
+
+def resolve_layers(custom_layers: dict[str, type[Layer]] | None) -> dict[str, type[Layer]]:
+    """chainrule's layers by name, with a user's own ``custom_layers`` added (checked)."""
+    if custom_layers is None:
+        return LAYERS
+    if not isinstance(custom_layers, dict):
+        got = type(custom_layers).__name__
+        raise TypeError(f"custom_layers must be a dict of name to Layer class, got {got}")
+    for name, layer_cls in custom_layers.items():
+        if not (isinstance(layer_cls, type) and issubclass(layer_cls, Layer)):
+            raise TypeError(f"custom_layers[{name!r}] must be a Layer subclass, got {layer_cls!r}")
+    return {**LAYERS, **custom_layers}
+
+
+#: Every network class of chainrule by name, so that loading gives back the class that was saved.
+MODELS: dict[str, type[Sequential]] = {"Sequential": Sequential}
 
 
 class MLP(Sequential):
@@ -278,8 +339,12 @@ class MLP(Sequential):
         Dropout probability after each hidden activation (0 adds no Dropout layer).
     batchnorm : bool
         Add BatchNorm after each hidden Dense layer.
+    rescale : float or None
+        Start with ``Rescaling(rescale)``: ``1 / 255`` for a model given raw pixels (the model
+        then holds its preprocessing, and saves and exports it).
     rng : numpy.random.Generator, int or None
-        Source of initial weights and dropout masks.
+        Source of initial weights; each Dropout layer draws its masks from a generator spawned
+        from it.
     dtype : floating dtype
 
     Examples
@@ -299,6 +364,7 @@ class MLP(Sequential):
         init: str | None = None,
         dropout: float = 0.0,
         batchnorm: bool = False,
+        rescale: float | None = None,
         rng: np.random.Generator | int | None = None,
         dtype: np.dtype | type = np.float32,
     ) -> None:
@@ -311,9 +377,18 @@ class MLP(Sequential):
             raise ValueError(
                 f"Invalid output_activation: {output_activation!r} (None, 'softmax' or 'sigmoid')"
             )
-        dropout = check_positive(dropout, "dropout", allow_zero=True)
-        if dropout >= 1:
-            raise ValueError(f"Invalid dropout: {dropout!r} (must be in [0, 1))")
+        dropout = check_fraction(dropout, "dropout")
+        arguments: dict[str, Any] = {
+            "num_input": num_input,
+            "hidden": [int(h) for h in hidden] if isinstance(hidden, list | tuple) else hidden,
+            "num_output": num_output,
+            "activation": activation,
+            "output_activation": output_activation,
+            "init": init,
+            "dropout": dropout,
+            "batchnorm": bool(batchnorm),
+            "rescale": rescale,
+        }
         if init is None:
             init = "he" if activation in ("relu", "leaky_relu") else "xavier"
         rng = as_generator(rng)
@@ -324,19 +399,22 @@ class MLP(Sequential):
             )
         sizes += [check_int(h, "hidden width") for h in hidden]
         sizes.append(check_int(num_output, "num_output"))
-        layers: list[Layer] = []
+        layers: list[Layer] = [] if rescale is None else [Rescaling(rescale)]
         for fan_in, fan_out in itertools.pairwise(sizes[:-1]):
             layers.append(Dense(fan_in, fan_out, init=init, rng=rng, dtype=dtype))
             if batchnorm:
                 layers.append(BatchNorm(fan_out, dtype=dtype))
             layers.append(ACTIVATIONS[activation]())
             if dropout:
-                layers.append(Dropout(dropout, rng=rng))
+                # A generator of its own (spawning does not advance rng): each layer's state is
+                # then its own to save and restore.
+                layers.append(Dropout(dropout, rng=rng.spawn(1)[0]))
         out_init = "xavier" if init == "he" else init  # no ReLU follows the output layer
         layers.append(Dense(sizes[-2], sizes[-1], init=out_init, rng=rng, dtype=dtype))
         if output_activation is not None:
             layers.append(ACTIVATIONS[output_activation]())
         super().__init__(*layers)
+        self._arguments = arguments
 
 
 class DNN(MLP):
@@ -375,3 +453,9 @@ class DNN(MLP):
         depth = check_int(hidden_depth, "hidden_depth", minimum=0)
         width = check_int(num_neuron, "num_neuron")
         super().__init__(num_input, [width] * depth, num_output, activation, **kwargs)
+        assert self._arguments is not None
+        self._arguments = {
+            "hidden_depth": depth,
+            "num_neuron": width,
+            **{k: v for k, v in self._arguments.items() if k != "hidden"},
+        }

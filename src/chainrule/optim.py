@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._checks import check_int, check_positive
+from ._checks import check_fraction, check_int, check_positive
 from .gradcheck import numerical_gradient
 
 __all__ = [
@@ -40,13 +40,6 @@ def _buffer(store: dict[str, np.ndarray], name: str, like: np.ndarray) -> np.nda
     if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
         buf = store[name] = np.empty_like(like)
     return buf
-
-
-def _fraction(value: Any, name: str) -> float:
-    v = check_positive(value, name, allow_zero=True)
-    if v >= 1.0:
-        raise ValueError(f"Invalid {name}: {value!r} (must be in [0, 1))")
-    return v
 
 
 class Optimizer:
@@ -213,7 +206,7 @@ class Momentum(SGD):
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0) -> None:
         super().__init__(lr, weight_decay)
-        self.momentum = _fraction(momentum, "momentum")
+        self.momentum = check_fraction(momentum, "momentum")
 
     def _update(
         self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray], tmp: np.ndarray
@@ -279,7 +272,7 @@ class RMSProp(AdaGrad):
         self, lr: float = 0.001, rho: float = 0.9, eps: float = 1e-7, weight_decay: float = 0.0
     ) -> None:
         super().__init__(lr, eps, weight_decay)
-        self.rho = _fraction(rho, "rho")
+        self.rho = check_fraction(rho, "rho")
 
     def _update(
         self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray], tmp: np.ndarray
@@ -314,8 +307,8 @@ class Adam(Optimizer):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(lr, weight_decay)
-        self.beta1 = _fraction(beta1, "beta1")
-        self.beta2 = _fraction(beta2, "beta2")
+        self.beta1 = check_fraction(beta1, "beta1")
+        self.beta2 = check_fraction(beta2, "beta2")
         self.eps = check_positive(eps, "eps")
 
     def _update(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .train import History
+from .history import History
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

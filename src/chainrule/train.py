@@ -1,28 +1,39 @@
-"""Training: :func:`fit`, :func:`evaluate`, the :class:`History` and callbacks.
+"""Training: :func:`fit` and :func:`evaluate`.
 
 One training step is the notes' loop done in the right order: forward through every layer (each
 caches its intermediate result), the loss and its gradient, backward through every layer (each
 turns ``dL/d(output)`` into its parameter gradients and ``dL/d(input)``), and only then the
 optimizer updates the parameters, so no layer's weights change before the layer below has
 back-propagated through them.
+
+Everything about the data (shapes, finiteness, label ranges, the optimizer's keys) is checked
+once, at :func:`fit`'s boundary; the loop itself trusts its batches.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ._checks import check_array, check_int, check_labels, check_positive
+from .callbacks import (
+    Callback,
+    EarlyStopping,
+    LearningRateScheduler,
+    TrainingRun,
+    restore,
+    snapshot,
+)
 from .data import Batches, check_dataset, train_validation_split
-from .losses import Loss
+from .history import History
+from .losses import LOSSES, Loss
 from .metrics import to_labels
 from .network import Sequential
-from .optim import Optimizer
-from .schedules import Schedule
+from .optim import OPTIMIZERS, Optimizer
 
 __all__ = [
     "Callback",
@@ -33,6 +44,8 @@ __all__ = [
     "TrainingRun",
     "evaluate",
     "fit",
+    "resolve_loss",
+    "resolve_optimizer",
 ]
 
 
@@ -48,177 +61,29 @@ class DivergenceError(FloatingPointError):
         self.epoch, self.batch = epoch, batch
 
 
-@dataclass
-class History:
-    """Per-epoch records of a :func:`fit` run (``val_*`` stay empty without validation data).
-
-    ``accuracy`` is measured on the training batches as they were trained (in training mode, so
-    with dropout), like Keras; evaluate the model afterwards for the inference-mode figure.
-    """
-
-    epoch: list[int] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)
-    accuracy: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    val_accuracy: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-
-    def append(self, **record: float) -> None:
-        for key, value in record.items():
-            getattr(self, key).append(value)
-
-    def to_dict(self) -> dict[str, list[float]]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> History:
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown history keys {sorted(unknown)}")
-        return cls(**{k: list(v) for k, v in data.items()})
-
-    def __len__(self) -> int:
-        return len(self.epoch)
+def resolve_loss(loss: Loss | str) -> Loss:
+    """A :class:`Loss`, given as one or by its name in :data:`~chainrule.losses.LOSSES`."""
+    if isinstance(loss, str):
+        if loss not in LOSSES:
+            raise ValueError(f"Unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
+        return LOSSES[loss]()
+    if not isinstance(loss, Loss):
+        raise TypeError(f"loss must be a chainrule Loss or its name, got {type(loss).__name__}")
+    return loss
 
 
-@dataclass
-class TrainingRun:
-    """What callbacks see of a running :func:`fit`.
-
-    Set ``stop = True`` to end training: in ``on_epoch_end`` after that epoch, in ``on_batch_end``
-    after that batch (the epoch is then recorded over the samples it saw).
-    """
-
-    model: Sequential
-    optimizer: Optimizer
-    history: History
-    epochs: int
-    batches_per_epoch: int
-    has_validation: bool = False
-    stop: bool = False
-
-
-class Callback:
-    """Hooks called by :func:`fit`; override the ones you need."""
-
-    def on_train_begin(self, run: TrainingRun) -> None: ...
-
-    def on_epoch_begin(self, run: TrainingRun, epoch: int) -> None: ...
-
-    def on_batch_end(self, run: TrainingRun, batch: int, loss: float) -> None: ...
-
-    def on_epoch_end(self, run: TrainingRun, epoch: int, logs: dict[str, float]) -> None: ...
-
-    def on_train_end(self, run: TrainingRun) -> None: ...
-
-
-class LearningRateScheduler(Callback):
-    """Set the optimizer's learning rate at the start of each epoch from a schedule.
-
-    The schedule scales the optimizer's ``initial_lr`` (its learning rate at construction, which
-    is saved with it), so a resumed run continues the same schedule.
-
-    Examples
-    --------
-    >>> from chainrule.schedules import CosineLR
-    >>> callback = LearningRateScheduler(CosineLR(epochs=10))
-    """
-
-    def __init__(self, schedule: Schedule) -> None:
-        if not callable(schedule):
-            raise TypeError(f"schedule must be callable (epoch, base_lr) -> lr, got {schedule!r}")
-        self.schedule = schedule
-
-    def on_epoch_begin(self, run: TrainingRun, epoch: int) -> None:
-        run.optimizer.lr = float(self.schedule(epoch, run.optimizer.initial_lr))
-
-
-class EarlyStopping(Callback):
-    """Stop when a monitored figure has not improved for ``patience`` epochs.
-
-    Parameters
-    ----------
-    monitor : str
-        A :class:`History` field: ``"val_loss"`` (default), ``"val_accuracy"``, ``"loss"`` ...
-        Loss-like figures must decrease, accuracy-like figures increase.
-    patience : int
-        Epochs without improvement tolerated before stopping.
-    min_delta : float
-        Smallest change that counts as an improvement.
-    restore_best_weights : bool
-        At the end, put back the parameters and buffers of the best epoch.
-
-    Notes
-    -----
-    As in Keras, each ``fit`` starts afresh (the best score, the patience count, the saved
-    weights are reset when training begins), so one instance can serve several runs.
-    """
-
-    def __init__(
-        self,
-        monitor: str = "val_loss",
-        patience: int = 5,
-        min_delta: float = 0.0,
-        restore_best_weights: bool = True,
-    ) -> None:
-        if monitor not in History.__dataclass_fields__ or monitor in ("epoch", "lr", "seconds"):
-            raise ValueError(f"Invalid monitor: {monitor!r} (e.g. 'val_loss', 'val_accuracy')")
-        self.monitor = monitor
-        self.patience = check_int(patience, "patience", minimum=0)
-        self.min_delta = check_positive(min_delta, "min_delta", allow_zero=True)
-        self.restore_best_weights = restore_best_weights
-        self.sign = 1.0 if monitor.endswith("accuracy") else -1.0  # +1: bigger is better
-        self.best_epoch: int | None = None
-        self._best = -np.inf
-        self._best_state: dict[str, np.ndarray] | None = None
-        self._wait = 0
-
-    def on_train_begin(self, run: TrainingRun) -> None:
-        if self.monitor.startswith("val_") and not run.has_validation:
-            raise ValueError(
-                f"EarlyStopping monitors {self.monitor!r}, but fit has no validation data; pass "
-                "validation_data or validation_split, or monitor 'loss'"
-            )
-        # Each fit starts afresh: an instance reused for a second run (or a second model) must
-        # not compare against, or restore, the first run's best.
-        self.best_epoch, self._best, self._best_state, self._wait = None, -np.inf, None, 0
-
-    def on_epoch_end(self, run: TrainingRun, epoch: int, logs: dict[str, float]) -> None:
-        score = self.sign * logs[self.monitor]
-        if score > self._best + self.min_delta:
-            self._best, self.best_epoch, self._wait = score, epoch, 0
-            if self.restore_best_weights:
-                self._best_state = _snapshot(run.model)
-        else:
-            self._wait += 1
-            if self._wait > self.patience:
-                run.stop = True
-
-    def on_train_end(self, run: TrainingRun) -> None:
-        if self.restore_best_weights and self._best_state is not None:
-            _restore(run.model, self._best_state)
-
-
-def _snapshot(model: Sequential) -> dict[str, np.ndarray]:
-    return {k: v.copy() for k, v in {**model.params, **model.buffers}.items()}
-
-
-def _restore(model: Sequential, state: dict[str, np.ndarray]) -> None:
-    for key, value in {**model.params, **model.buffers}.items():
-        value[...] = state[key]
-
-
-def _all_finite(*groups: Iterable[np.ndarray]) -> bool:
-    return all(np.isfinite(a).all() for group in groups for a in group)
-
-
-def _undo(
-    model: Sequential, optimizer: Optimizer, before: tuple[dict[str, np.ndarray], dict[str, Any]]
-) -> None:
-    """Put the model and the optimizer back to the start of a diverged epoch."""
-    _restore(model, before[0])
-    optimizer.load_state_dict(before[1])
+def resolve_optimizer(optimizer: Optimizer | str) -> Optimizer:
+    """An :class:`Optimizer`, given as one or by its name in :data:`~chainrule.optim.OPTIMIZERS`
+    (with its default hyper-parameters)."""
+    if isinstance(optimizer, str):
+        if optimizer.lower() not in OPTIMIZERS:
+            raise ValueError(f"Unknown optimizer {optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
+        return OPTIMIZERS[optimizer.lower()]()
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(
+            f"optimizer must be a chainrule Optimizer or its name, got {type(optimizer).__name__}"
+        )
+    return optimizer
 
 
 def fit(
@@ -226,13 +91,14 @@ def fit(
     x: np.ndarray,
     y: np.ndarray,
     *,
-    loss: Loss,
-    optimizer: Optimizer,
+    loss: Loss | str,
+    optimizer: Optimizer | str,
     epochs: int,
     batch_size: int = 32,
     validation_data: tuple[np.ndarray, np.ndarray] | None = None,
     validation_split: float = 0.0,
     seed: int | None = None,
+    shuffle: bool = True,
     callbacks: Sequence[Callback] | None = None,
     initial_epoch: int = 0,
     divergence_factor: float | None = 1e4,
@@ -242,11 +108,15 @@ def fit(
     Parameters
     ----------
     model : Sequential
-    x : ndarray (N, features)
-        Training inputs; ``uint8`` images stay bytes in memory and are scaled to [0, 1] per batch.
+    x : ndarray (N, ...)
+        Training inputs, samples of any shape the first layer takes; ``uint8`` images stay bytes
+        in memory and are converted batch by batch (a model given raw pixels scales them with
+        its own :class:`~chainrule.Rescaling` layer).
     y : ndarray (N,) labels or (N, K) targets
-    loss : Loss
-    optimizer : Optimizer
+    loss : Loss or str
+        A loss, or its name (``"softmax_cross_entropy"``, ``"mse"`` ...).
+    optimizer : Optimizer or str
+        An optimizer, or its name with default settings (``"adam"``, ``"sgd"`` ...).
     epochs : int
         Index of the last epoch: training runs epochs ``initial_epoch .. epochs - 1``.
     batch_size : int
@@ -260,6 +130,8 @@ def fit(
         Seeds the split and each epoch's shuffle. Epoch ``e`` is shuffled by a generator seeded
         with ``(seed, e)``, so a run resumed at ``initial_epoch`` continues exactly as if it had
         not stopped. Dropout draws from its own generator, held by the layer (and saved with it).
+    shuffle : bool
+        Shuffle the samples each epoch (``False``: every epoch in the order given).
     callbacks : sequence of Callback
     initial_epoch : int
         Epoch to start from when resuming (see :func:`chainrule.io.load_checkpoint`).
@@ -294,103 +166,33 @@ def fit(
     >>> history.accuracy[-1] > 0.9
     True
     """
-    if not isinstance(model, Sequential):
-        raise TypeError(f"model must be a chainrule Sequential, got {type(model).__name__}")
-    if not isinstance(loss, Loss):
-        raise TypeError(f"loss must be a chainrule Loss, got {type(loss).__name__}")
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer must be a chainrule Optimizer, got {type(optimizer).__name__}")
+    _check_model(model)
+    loss, optimizer = resolve_loss(loss), resolve_optimizer(optimizer)
     epochs = check_int(epochs, "epochs", minimum=0)
-    if divergence_factor is not None:
-        divergence_factor = check_positive(divergence_factor, "divergence_factor")
     initial_epoch = check_int(initial_epoch, "initial_epoch", minimum=0)
-    x, y = check_array(x, "x"), check_array(y, "y")
-    check_dataset(x, y)
     if seed is None:
         seed = int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]
     seed = check_int(seed, "seed", minimum=0)
-    if validation_split:
-        if validation_data is not None:
-            raise ValueError("pass validation_data or validation_split, not both")
-        split_rng = np.random.default_rng([seed, 2**32])  # a stream no epoch number uses
-        (x, y), validation_data = train_validation_split(x, y, validation_split, split_rng)
-    if validation_data is not None:
-        if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
-            raise TypeError("validation_data must be a pair (x_val, y_val)")
-        x_val, y_val = (
-            check_array(validation_data[0], "x_val"),
-            check_array(validation_data[1], "y_val"),
-        )
-        check_dataset(x_val, y_val, "x_val", "y_val")
-        if x_val.shape[1:] != x.shape[1:]:
-            raise ValueError(
-                f"x_val holds samples of shape {x_val.shape[1:]}, x holds {x.shape[1:]}"
-            )
+    x, y, validation = _training_data(x, y, validation_data, validation_split, seed)
+    _check_against_model(model, loss, optimizer, x, y, validation)
+    guard = _DivergenceGuard(model, optimizer, divergence_factor)
 
-    # Every target checked against the model's output once, before a step can change the model.
-    out_shape = model.forward(x[:1]).shape[1:]
-    loss.check_target(y, (len(y), *out_shape), model.dtype)
-    if validation_data is not None:
-        loss.check_target(y_val, (len(y_val), *out_shape), model.dtype)
-
-    optimizer.check_params(model.params)
     batches = Batches(x, y, batch_size, model.dtype, model.min_batch)
     history = History()
-    run = TrainingRun(model, optimizer, history, epochs, len(batches), validation_data is not None)
+    run = TrainingRun(model, optimizer, history, epochs, len(batches), validation is not None)
     callbacks = list(callbacks or [])
     for cb in callbacks:
         cb.on_train_begin(run)
-    params, grads = model.params, model.grads  # the layers' own arrays, updated in place
-    loss_limit = np.inf  # set by the first batch
-
     for epoch in range(initial_epoch, epochs):
         for cb in callbacks:
             cb.on_epoch_begin(run, epoch)
         start = time.perf_counter()
-        before = _snapshot(model), optimizer.state_dict()  # to undo a diverged epoch
-        shuffle = np.random.default_rng([seed, epoch])
-        total_loss = 0.0
-        correct = seen = 0
-        for b, (xb, yb) in enumerate(batches.epoch(shuffle)):
-            # A diverging run overflows: detected here and raised as DivergenceError, not as a
-            # floating-point warning from inside a layer (fatal under warnings-as-errors).
-            with np.errstate(over="ignore", invalid="ignore"):
-                out = model._forward_trusted(xb, training=True)
-                value = loss.forward(out, yb) if np.isfinite(out).all() else np.nan
-            if not np.isfinite(value):
-                _undo(model, optimizer, before)
-                raise DivergenceError(epoch, b, f"loss is {value}")
-            if value > loss_limit:
-                _undo(model, optimizer, before)
-                raise DivergenceError(
-                    epoch, b, f"loss {value:.4g} exceeds {divergence_factor:g} x the first batch's"
-                )
-            if loss_limit == np.inf and divergence_factor is not None:
-                loss_limit = divergence_factor * max(1.0, value)
-            with np.errstate(over="ignore", invalid="ignore"):
-                model.backward(loss.backward(), input_grad=False)
-                optimizer.step(params, grads)
-            total_loss += value * len(xb)
-            correct += int(np.count_nonzero(model.classes(out) == to_labels(yb)))
-            seen += len(xb)
-            for cb in callbacks:
-                cb.on_batch_end(run, b, value)
-            if run.stop:  # a callback may end training mid-epoch (a time budget, say)
-                break
-        # The last step of the epoch is checked by no later forward pass, and an optimizer's
-        # state (Adam's g**2 in float32) can overflow while the parameters stay finite.
-        if not _all_finite(params.values(), model.buffers.values()):
-            _undo(model, optimizer, before)
-            raise DivergenceError(epoch, b, "a parameter became NaN or infinite")
-        if not _all_finite(*(slots.values() for slots in optimizer.state.values())):
-            _undo(model, optimizer, before)
-            raise DivergenceError(epoch, b, "the optimizer's state became NaN or infinite")
-        logs = {"loss": total_loss / seen, "accuracy": correct / seen}
-        if validation_data is not None:
-            val = evaluate(model, x_val, y_val, loss)
+        order = np.random.default_rng([seed, epoch]) if shuffle else None
+        logs = _train_epoch(run, batches.epoch(order), loss, guard, epoch, callbacks)
+        if validation is not None:
+            val = evaluate(model, *validation, loss)
             logs.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
-        seconds = time.perf_counter() - start
-        history.append(epoch=epoch, **logs, lr=optimizer.lr, seconds=seconds)
+        history.append(epoch=epoch, **logs, lr=optimizer.lr, seconds=time.perf_counter() - start)
         for cb in callbacks:
             cb.on_epoch_end(run, epoch, logs)
         if run.stop:
@@ -400,28 +202,202 @@ def fit(
     return history
 
 
+def _check_model(model: Any) -> None:
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be a chainrule Sequential, got {type(model).__name__}")
+
+
+def _training_data(
+    x: Any,
+    y: Any,
+    validation_data: Any,
+    validation_split: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """The checked training arrays and validation pair (held out by ``seed`` if asked)."""
+    x, y = check_array(x, "x"), check_array(y, "y")
+    check_dataset(x, y)
+    if validation_split:
+        if validation_data is not None:
+            raise ValueError("pass validation_data or validation_split, not both")
+        (x, y), validation_data = train_validation_split(
+            x, y, validation_split, validation_rng(seed)
+        )
+    if validation_data is None:
+        return x, y, None
+    if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
+        raise TypeError("validation_data must be a pair (x_val, y_val)")
+    x_val, y_val = (
+        check_array(validation_data[0], "x_val"),
+        check_array(validation_data[1], "y_val"),
+    )
+    check_dataset(x_val, y_val, "x_val", "y_val")
+    if x_val.shape[1:] != x.shape[1:]:
+        raise ValueError(f"x_val holds samples of shape {x_val.shape[1:]}, x holds {x.shape[1:]}")
+    return x, y, (x_val, y_val)
+
+
+def validation_rng(seed: int) -> np.random.Generator:
+    """The generator that chooses :func:`fit`'s held-out samples for ``seed`` (a stream no epoch's
+    shuffle uses), so any caller can hold out the same ones."""
+    return np.random.default_rng([seed, 2**32])
+
+
+def _check_against_model(
+    model: Sequential,
+    loss: Loss,
+    optimizer: Optimizer,
+    x: np.ndarray,
+    y: np.ndarray,
+    validation: tuple[np.ndarray, np.ndarray] | None,
+) -> None:
+    """The model, the loss, the optimizer and every target checked against one another once,
+    before a step can change the model."""
+    hint = loss.instead_for_probabilities()
+    if hint is not None and model.layers[-1].outputs_probabilities:
+        raise ValueError(
+            f"the network ends in {model.layers[-1]!r}, which outputs probabilities, and "
+            f"{type(loss).__name__} expects logits (it would apply its own softmax or sigmoid "
+            f"again); remove the last layer, or train with {hint}"
+        )
+    out_shape = model.forward(x[:1]).shape[1:]  # also checks the samples' shape and dtype
+    loss.check_target(y, (len(y), *out_shape), model.dtype)
+    if validation is not None:
+        y_val = validation[1]
+        loss.check_target(y_val, (len(y_val), *out_shape), model.dtype)
+    optimizer.check_params(model.params)
+
+
+@dataclass
+class _Tally:
+    """Loss and accuracy of an epoch, summed over the samples its batches held."""
+
+    loss: float = 0.0
+    correct: int = 0
+    seen: int = 0
+
+    def add(self, model: Sequential, value: float, out: np.ndarray, yb: np.ndarray) -> None:
+        self.loss += value * len(yb)
+        self.correct += int(np.count_nonzero(model.classes(out) == to_labels(yb)))
+        self.seen += len(yb)
+
+    def logs(self) -> dict[str, float]:
+        return {"loss": self.loss / self.seen, "accuracy": self.correct / self.seen}
+
+
+def _train_epoch(
+    run: TrainingRun,
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    loss: Loss,
+    guard: _DivergenceGuard,
+    epoch: int,
+    callbacks: Sequence[Callback],
+) -> dict[str, float]:
+    """One pass over the batches: forward, loss, backward, update; returns the epoch's logs."""
+    model, optimizer = run.model, run.optimizer
+    params, grads = model.params, model.grads  # the layers' own arrays, updated in place
+    guard.begin_epoch()
+    tally = _Tally()
+    b = 0
+    for b, (xb, yb) in enumerate(batches):
+        # A diverging run overflows: detected by the guard and raised as DivergenceError, not as
+        # a floating-point warning from inside a layer (fatal under warnings-as-errors).
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = model._forward_trusted(xb, training=True)
+            value = loss.forward(out, yb) if np.isfinite(out).all() else np.nan
+        guard.check_loss(value, epoch, b)
+        with np.errstate(over="ignore", invalid="ignore"):
+            model.backward(loss.backward(), input_grad=False)
+            optimizer.step(params, grads)
+        tally.add(model, value, out, yb)
+        for cb in callbacks:
+            cb.on_batch_end(run, b, value)
+        if run.stop:  # a callback may end training mid-epoch (a time budget, say)
+            break
+    guard.check_state(epoch, b)
+    return tally.logs()
+
+
+class _DivergenceGuard:
+    """Detects a diverging run and puts the model and the optimizer back to the epoch's start.
+
+    ``divergence_factor`` bounds each batch's loss by that multiple of ``max(1, first loss)``.
+    """
+
+    def __init__(
+        self, model: Sequential, optimizer: Optimizer, divergence_factor: float | None
+    ) -> None:
+        if divergence_factor is not None:
+            divergence_factor = check_positive(divergence_factor, "divergence_factor")
+        self.model, self.optimizer, self.factor = model, optimizer, divergence_factor
+        self.limit = np.inf  # set by the first batch
+        self._before: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None
+
+    def begin_epoch(self) -> None:
+        self._before = snapshot(self.model), self.optimizer.state_dict()
+
+    def check_loss(self, value: float, epoch: int, batch: int) -> None:
+        if not np.isfinite(value):
+            self._fail(epoch, batch, f"loss is {value}")
+        if value > self.limit:
+            self._fail(
+                epoch, batch, f"loss {value:.4g} exceeds {self.factor:g} x the first batch's"
+            )
+        if self.limit == np.inf and self.factor is not None:
+            self.limit = self.factor * max(1.0, value)
+
+    def check_state(self, epoch: int, batch: int) -> None:
+        """After an epoch's last step, which no later forward pass checks: an optimizer's state
+        (Adam's g**2 in float32) can overflow while the parameters stay finite."""
+        model, optimizer = self.model, self.optimizer
+        if not _all_finite(model.params.values(), model.buffers.values()):
+            self._fail(epoch, batch, "a parameter became NaN or infinite")
+        if not _all_finite(*(slots.values() for slots in optimizer.state.values())):
+            self._fail(epoch, batch, "the optimizer's state became NaN or infinite")
+
+    def _fail(self, epoch: int, batch: int, what: str) -> None:
+        assert self._before is not None
+        restore(self.model, self._before[0])
+        self.optimizer.load_state_dict(self._before[1])
+        raise DivergenceError(epoch, batch, what)
+
+
+def _all_finite(*groups: Iterable[np.ndarray]) -> bool:
+    return all(np.isfinite(a).all() for group in groups for a in group)
+
+
 def evaluate(
     model: Sequential,
     x: np.ndarray,
     y: np.ndarray,
-    loss: Loss | None = None,
+    loss: Loss | str | None = "auto",
     batch_size: int = 1000,
 ) -> dict[str, float]:
-    """Accuracy (and mean loss, if ``loss`` is given) of ``model`` on ``(x, y)`` in inference mode.
+    """Accuracy and mean loss of ``model`` on ``(x, y)`` in inference mode.
+
+    Parameters
+    ----------
+    loss : Loss, str, "auto" or None
+        The loss to report. ``"auto"``: the classification loss that fits the model's output
+        (softmax cross-entropy on logits, cross-entropy on a final Softmax, binary cross-entropy
+        for one output unit); ``None``: accuracy only.
 
     Returns
     -------
     dict
-        ``{"accuracy": ...}`` and ``"loss"`` when a loss is given.
+        ``{"accuracy": ..., "loss": ...}`` (no ``"loss"`` with ``loss=None``).
     """
-    if not isinstance(model, Sequential):
-        raise TypeError(f"model must be a chainrule Sequential, got {type(model).__name__}")
+    _check_model(model)
     x, y = check_array(x, "x"), check_array(y, "y")
     check_dataset(x, y)
     batch_size = check_int(batch_size, "batch_size")
     # Targets checked against the model's output before any figure is computed: a label out of
     # range or a one-hot row of the wrong width would otherwise just count as wrong.
     k = model.forward(x[:1]).shape[1]
+    if isinstance(loss, str) and loss == "auto":
+        loss = _classification_loss(model, k)
+    elif loss is not None:
+        loss = resolve_loss(loss)
     if loss is not None:
         loss.check_target(y, (len(y), k), model.dtype)
     elif y.ndim == 1:
@@ -439,3 +415,10 @@ def evaluate(
     if loss is not None:
         result["loss"] = total_loss / len(x)
     return result
+
+
+def _classification_loss(model: Sequential, outputs: int) -> Loss:
+    probabilities = model.layers[-1].outputs_probabilities
+    if outputs == 1:
+        return LOSSES["binary_cross_entropy"](from_logits=not probabilities)  # type: ignore[call-arg]
+    return LOSSES["cross_entropy" if probabilities else "softmax_cross_entropy"]()

@@ -97,7 +97,7 @@ def _race(
     init_seed: int,
     order_seed: int,
 ) -> _Budget:
-    net = MLP(784, [HIDDEN], 10, "relu", rng=init_seed)
+    net = MLP(784, [HIDDEN], 10, "relu", rescale=1 / 255, rng=init_seed)
     budget = _Budget(seconds, batch_size, len(x), test)
     # The budget ends training (run.stop), not the epoch count.
     fit(
@@ -131,7 +131,9 @@ def _compare_losses(
         "MSE": ("softmax", MeanSquaredError(half=True), LR * 10, targets),
     }
     for name, (output, loss, lr, target) in runs.items():
-        net = MLP(784, [HIDDEN], 10, "relu", output_activation=output, rng=init_seed)
+        net = MLP(
+            784, [HIDDEN], 10, "relu", output_activation=output, rescale=1 / 255, rng=init_seed
+        )
         record = _TestAccuracy(test)
         fit(
             net,

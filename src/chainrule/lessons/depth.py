@@ -65,7 +65,7 @@ def run(*, quick: bool = False, seed: int = 0, data_dir: DataDir = None) -> Less
     classes: dict[tuple[str, int], int] = {}  # how many distinct classes the net predicts
     for activation in ACTIVATIONS:
         for depth in depths:
-            net = MLP(784, [WIDTH] * depth, 10, activation, rng=init_seed)
+            net = MLP(784, [WIDTH] * depth, 10, activation, rescale=1 / 255, rng=init_seed)
             norms[activation, depth] = _layer_grad_norms(net, x[:GRAD_BATCH], y[:GRAD_BATCH])
             fit(
                 net,

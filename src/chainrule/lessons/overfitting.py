@@ -91,7 +91,7 @@ def run(*, quick: bool = False, seed: int = 0, data_dir: DataDir = None) -> Less
     curves: dict[str, _Curves] = {}
     num_params = 0
     for name, (weight_decay, dropout) in SETTINGS.items():
-        net = MLP(784, HIDDEN, 10, "relu", dropout=dropout, rng=init_seed)
+        net = MLP(784, HIDDEN, 10, "relu", dropout=dropout, rescale=1 / 255, rng=init_seed)
         num_params = net.num_params
         curves[name] = _Curves((x, y), (x_test, y_test))
         fit(
