@@ -91,37 +91,6 @@ def test_uint8_images_never_overflow_in_losses_metrics_or_gradient_check():
     ]
 
 
-LAYERS = {
-    "Dense": lambda: cr.Dense(6, 4, rng=0),
-    "ReLU": cr.ReLU,
-    "LeakyReLU": cr.LeakyReLU,
-    "Sigmoid": cr.Sigmoid,
-    "Tanh": cr.Tanh,
-    "Softmax": cr.Softmax,
-    "Dropout": lambda: cr.Dropout(0.3, rng=0),
-    "BatchNorm": lambda: cr.BatchNorm(6),
-}
-
-
-def test_a_layer_on_its_own_treats_uint8_like_a_network():
-    wrong = []
-    for name, make in LAYERS.items():
-        layer = make()
-        expected = cr.Sequential(make()).forward(IMAGES, training=True)
-        try:
-            got = layer.forward(IMAGES, training=True)
-        except Exception as exc:  # refusing clearly (TypeError, ValueError) is fine too
-            clear = isinstance(exc, TypeError | ValueError) and "uint8" in str(exc)
-            if not clear or repr(layer) not in str(exc):
-                wrong.append(f"{name}: {type(exc).__name__}: {exc}")
-            continue
-        if got.dtype != expected.dtype or not np.allclose(got, expected, rtol=1e-6):
-            wrong.append(
-                f"{name}: {got.dtype} {got.ravel()[:3]}, a network gives {expected.ravel()[:3]}"
-            )
-    assert not wrong, "\n".join(wrong)
-
-
 # -- shapes: every loss x every mismatching pair -------------------------------------------------
 N, C, M = 3, 4, 5
 SHAPES = {"(N,)": (N,), "(N,1)": (N, 1), "(1,N)": (1, N), "(N,C)": (N, C), "(M,C)": (M, C)}
