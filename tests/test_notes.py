@@ -34,7 +34,7 @@ def test_numerical_gradient_of_sum_of_squares():
 
 
 def test_gradient_descent_on_sum_of_squares_converges():
-    x, path = cr.optim.gradient_descent(lambda v: float(np.sum(v**2)), [-3.0, 4.0], 0.1, 100)
+    x, path = cr.gradient_descent(lambda v: float(np.sum(v**2)), [-3.0, 4.0], 0.1, 100)
     assert np.abs(x).max() < 1e-8
     assert path.shape == (101, 2)
 

@@ -547,7 +547,7 @@ def test_learning_rate_scheduler_cosine_in_fit_and_validation():
 
 # -- gradient_descent ----------------------------------------------------------------------------
 def test_gradient_descent_follows_the_formula():
-    from chainrule.optim import gradient_descent
+    from chainrule.numerical import gradient_descent
 
     x, path = gradient_descent(quadratic, START, lr=0.1, step_num=3, grad=quadratic_grad)
     want = START.copy()

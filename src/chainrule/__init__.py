@@ -10,7 +10,7 @@ True
 from . import datasets, metrics, optim, schedules
 from ._version import __version__
 from .data import train_validation_split
-from .gradcheck import GradientCheckError, GradientCheckReport, gradient_check, numerical_gradient
+from .gradcheck import GradientCheckError, GradientCheckReport, gradient_check
 from .io import Checkpoint, load, load_checkpoint, save
 from .layers import (
     BatchNorm,
@@ -32,6 +32,7 @@ from .losses import (
     SoftmaxCrossEntropy,
 )
 from .network import DNN, MLP, Sequential
+from .numerical import gradient_descent, numerical_gradient
 from .optim import SGD, AdaGrad, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSProp
 from .progress import ProgressBar
 from .schedules import CosineLR, StepLR
@@ -88,6 +89,7 @@ __all__ = [
     "evaluate",
     "fit",
     "gradient_check",
+    "gradient_descent",
     "load",
     "load_checkpoint",
     "metrics",

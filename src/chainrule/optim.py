@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ._checks import check_fraction, check_int, check_positive
-from .gradcheck import numerical_gradient
 
 __all__ = [
     "OPTIMIZERS",
@@ -30,7 +29,6 @@ __all__ = [
     "Nesterov",
     "Optimizer",
     "RMSProp",
-    "gradient_descent",
 ]
 
 
@@ -371,33 +369,3 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
     "adam": Adam,
     "adamw": AdamW,
 }
-
-
-def gradient_descent(
-    f: Callable[[np.ndarray], float],
-    init_x: np.ndarray,
-    lr: float = 0.01,
-    step_num: int = 100,
-    grad: Callable[[np.ndarray], np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Minimise ``f`` from ``init_x`` by ``x -= lr * grad(x)``, ``step_num`` times.
-
-    ``grad`` defaults to the central-difference :func:`~chainrule.numerical_gradient` of ``f``,
-    as in the notes. Returns the end point and the path, shape ``(step_num + 1, *x.shape)``.
-
-    Examples
-    --------
-    >>> x, path = gradient_descent(lambda v: float(np.sum(v**2)), np.array([-3.0, 4.0]), lr=0.1)
-    >>> bool(np.abs(x).max() < 1e-8)
-    True
-    """
-    check_positive(lr, "learning rate")
-    step_num = check_int(step_num, "step_num", minimum=0)
-    x = np.array(init_x, dtype=np.float64)
-    gradient = grad if grad is not None else (lambda v: numerical_gradient(f, v))
-    path = [x.copy()]
-    with np.errstate(over="ignore", invalid="ignore"):  # a too-large lr diverges, visibly
-        for _ in range(step_num):
-            x = x - lr * gradient(x)
-            path.append(x.copy())
-    return x, np.array(path)

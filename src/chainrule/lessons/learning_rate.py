@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..optim import gradient_descent
+from ..numerical import gradient_descent
 from ._base import DataDir, Lesson, LessonResult
 from ._common import check_seed, figure_png, format_table, new_figure
 
