@@ -732,3 +732,12 @@ def test_a_model_file_of_format_1_loads_and_predicts_as_it_did():
     assert ckpt.optimizer is not None
     assert ckpt.history is not None
     assert len(ckpt.history) == 2
+
+
+def test_save_into_a_missing_directory_names_the_users_path(tmp_path):
+    target = tmp_path / "no" / "such" / "m.npz"
+    with pytest.raises(FileNotFoundError, match="does not exist") as caught:
+        cr.save(cr.MLP(4, [3], 2, rng=0), target)
+    assert str(target) in str(caught.value)
+    assert ".tmp" not in str(caught.value)
+    assert not (tmp_path / "no").exists()

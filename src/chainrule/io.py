@@ -17,6 +17,7 @@ the complete new one, even if the process is killed half-way.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -500,6 +501,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
     """
     path = Path(path)
     directory = path.parent
+    if not directory.is_dir():  # else mkstemp's error would name the temporary file, not path
+        raise FileNotFoundError(errno.ENOENT, f"directory {directory} does not exist", str(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         # mkstemp makes the file private (0600); give it the mode a plain open() would.
