@@ -256,3 +256,17 @@ def test_gradcheck_command_for_every_loss(loss, capsys):
     out = capsys.readouterr().out
     assert "passed" in out
     assert "times as long" in out
+
+
+def test_the_misclassified_gallery_has_its_title_just_above_the_first_row():
+    from chainrule.plots import digits_figure
+
+    images = np.random.default_rng(0).integers(0, 255, size=(100, 28, 28))
+    fig = digits_figure(images, [f"#{i}: 4→9" for i in range(100)], "Not matched: 100 of 10000")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)  # constrained layout places everything on draw
+    title_bottom = fig._suptitle.get_window_extent(renderer).y0
+    first_row_top = max(ax.title.get_window_extent(renderer).y1 for ax in fig.axes[:10])
+    assert 0 <= title_bottom - first_row_top < 0.25 * fig.dpi  # under a quarter inch

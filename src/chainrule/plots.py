@@ -19,7 +19,7 @@ from .history import History
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["confusion_png", "digits_png", "figure_png", "history_png"]
+__all__ = ["confusion_png", "digits_figure", "digits_png", "figure_png", "history_png"]
 
 
 def _figure(**kwargs: Any) -> Figure:
@@ -84,6 +84,16 @@ def digits_png(
     title: str = "",
     columns: int = 10,
 ) -> bytes:
+    """:func:`digits_figure` as PNG bytes."""
+    return figure_png(digits_figure(images, captions, title, columns))
+
+
+def digits_figure(
+    images: np.ndarray,
+    captions: Sequence[str],
+    title: str = "",
+    columns: int = 10,
+) -> Figure:
     """A gallery of images with a caption under each.
 
     ``images`` is ``(N, rows, cols)``, or ``(N, side * side)`` for square images flattened
@@ -99,7 +109,8 @@ def digits_png(
         images = images.reshape(len(images), side, side)
     n = len(images)
     rows = max(1, -(-n // columns))
-    fig = _figure(figsize=(columns * 1.0, rows * 1.2 + 0.4))
+    # constrained layout puts the title just above the first row (fixed margins left a gap)
+    fig = _figure(figsize=(columns * 1.0, rows * 1.2 + 0.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
     for ax in axes:
         ax.axis("off")
@@ -108,4 +119,4 @@ def digits_png(
         ax.set_title(caption, fontsize=7)
     if title:
         fig.suptitle(title)
-    return figure_png(fig)
+    return fig
