@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from chainrule.cli import main
@@ -107,3 +109,29 @@ def test_cli_lesson_writes_png(tmp_path, capsys):
 def test_bad_seed_is_refused():
     with pytest.raises(ValueError, match="seed"):
         LESSONS["learning-rate"].run(seed=-1)
+
+
+def test_numerical_vs_backprop_figure_has_distinct_legends_and_readable_ticks():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from chainrule.lessons import numerical_vs_backprop as lesson
+
+    timings = [
+        lesson._Timing(width=w, params=p, weights=p // 2, numerical_s=p * 1e-4, backprop_s=1e-4,
+                       rel_error=1e-9)
+        for w, p in [(8, 394), (16, 1298), (32, 4642)]
+    ]  # fmt: skip
+    fig = lesson._figure(timings, [0.35, 0.32], [0.35, 0.32])
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    for ax in fig.axes:
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert len(labels) == len(set(labels)), labels
+        ticks = sorted(
+            (t.get_window_extent(renderer) for t in ax.get_xticklabels(which="both")
+             if t.get_visible() and t.get_text()),
+            key=lambda box: box.x0,
+        )  # fmt: skip
+        assert ticks, "no x tick labels"
+        for left, right in itertools.pairwise(ticks):
+            assert left.x1 <= right.x0, f"x tick labels overlap on {ax.get_title()!r}"

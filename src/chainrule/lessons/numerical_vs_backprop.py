@@ -17,15 +17,19 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..gradcheck import numerical_gradient
 from ..losses import MeanSquaredError
 from ..network import DNN, Sequential
+from ..numerical import numerical_gradient
 from ..optim import SGD
 from ._base import DataDir, Lesson, LessonResult
 from ._common import check_seed, figure_png, format_table, new_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["LESSON", "run"]
 
@@ -272,6 +276,12 @@ def _text(
 
 
 def _plot(timings: list[_Timing], curve_bp: list[float], curve_num: list[float]) -> bytes:
+    return figure_png(_figure(timings, curve_bp, curve_num))
+
+
+def _figure(timings: list[_Timing], curve_bp: list[float], curve_num: list[float]) -> Figure:
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+
     fig = new_figure(15, 4.2)
     ax_work, ax_time, ax_loss = fig.subplots(1, 3)
     p = np.array([r.params for r in timings], dtype=float)
@@ -286,13 +296,16 @@ def _plot(timings: list[_Timing], curve_bp: list[float], curve_num: list[float])
     ax_time.loglog(p, num, "o-", color="C3", label="numerical gradient")
     ax_time.loglog(p, bp, "s-", color="C0", label="back-propagation")
     # Reference slopes through the largest network's point.
-    ax_time.loglog(p, num[-1] * (p / p[-1]) ** 2, ":", color="C3", alpha=0.6, label="∝ P²")
-    ax_time.loglog(p, num[-1] * (p / p[-1]), "--", color="C3", alpha=0.4, label="∝ P")
-    ax_time.loglog(p, bp[-1] * (p / p[-1]), ":", color="C0", alpha=0.6, label="∝ P")
+    ax_time.loglog(p, num[-1] * (p / p[-1]) ** 2, ":", color="C3", alpha=0.6, label="slope ∝ P²")
+    ax_time.loglog(p, num[-1] * (p / p[-1]), "--", color="C3", alpha=0.4, label="slope ∝ P")
+    ax_time.loglog(p, bp[-1] * (p / p[-1]), "--", color="C0", alpha=0.4)  # the same slope
     ax_time.set_ylabel("seconds per gradient")
     ax_time.set_title("Measured time (one sample)")
     for ax in (ax_work, ax_time):
         ax.set_xlabel("parameters P")
+        # one label per measured size: log-scale minor labels ran into each other
+        ax.set_xticks(p, [f"{v:,.0f}" for v in p])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
 
@@ -300,11 +313,14 @@ def _plot(timings: list[_Timing], curve_bp: list[float], curve_num: list[float])
     ax_loss.semilogy(epochs, curve_num, "o", color="C3", ms=4, alpha=0.5, label="numerical")
     ax_loss.semilogy(epochs, curve_bp, "-", color="C0", label="back-propagation")
     ax_loss.set_xlabel("epoch")
+    ax_loss.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_loss.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax_loss.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax_loss.set_ylabel("loss (1/2 MSE)")
     ax_loss.set_title("Gradient descent on one sample, the notes' DNN")
     ax_loss.grid(alpha=0.3, which="both")
     ax_loss.legend()
-    return figure_png(fig)
+    return fig
 
 
 LESSON = Lesson(
