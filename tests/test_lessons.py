@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 
@@ -135,3 +136,12 @@ def test_numerical_vs_backprop_figure_has_distinct_legends_and_readable_ticks():
         assert ticks, "no x tick labels"
         for left, right in itertools.pairwise(ticks):
             assert left.x1 <= right.x0, f"x tick labels overlap on {ax.get_title()!r}"
+
+
+def test_korean_pages_say_gyuje_for_regularisation():
+    """'정규화' is normalisation (배치 정규화); regularisation is '규제', on every page alike."""
+    pages = sorted((Path(__file__).resolve().parents[1] / "docs" / "lessons").glob("*.ko.md"))
+    assert pages
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert text.count("정규화") == text.count("배치 정규화"), page.name

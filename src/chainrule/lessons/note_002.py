@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from ..network import Sequential
 from ..optim import SGD
 from ._base import DataDir, Lesson, LessonResult
 from ._common import check_seed, figure_png, format_table, load_mnist_bytes, new_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["LESSON", "run"]
 
@@ -200,7 +204,11 @@ def run(*, quick: bool = False, seed: int = 0, data_dir: DataDir = None) -> Less
         if runs[key].signal_error:
             figures[f"{key}_signal_error_mean"] = float(np.mean(runs[key].signal_error))
             figures[f"{key}_signal_error_median"] = float(np.median(runs[key].signal_error))
-    return LessonResult(_text(figures, len(x), len(x_test)), _plot(runs, hidden_outputs), figures)
+    return LessonResult(
+        _text(figures, len(x), len(x_test)),
+        _plot(runs, hidden_outputs, len(curve_data[1])),
+        figures,
+    )
 
 
 def _text(fig: dict[str, float], n_train: int, n_test: int) -> str:
@@ -244,8 +252,13 @@ def _text(fig: dict[str, float], n_train: int, n_test: int) -> str:
     )
 
 
-def _plot(runs: dict[str, _Run], hidden: dict[str, np.ndarray]) -> bytes:
-    fig = new_figure(14, 4.2)
+def _plot(runs: dict[str, _Run], hidden: dict[str, np.ndarray], curve_images: int) -> bytes:
+    return figure_png(_figure(runs, hidden, curve_images))
+
+
+def _figure(runs: dict[str, _Run], hidden: dict[str, np.ndarray], curve_images: int) -> Figure:
+    """The three panels, with one legend for all of them below (inside, it covered the curves)."""
+    fig = new_figure(14, 4.6)
     ax_acc, ax_err, ax_hist = fig.subplots(1, 3)
     colors = {"corrected": "C0", "w3_first": "C3", "as_written": "C1", "note_delta": "C2"}
     for key, record in runs.items():
@@ -268,7 +281,7 @@ def _plot(runs: dict[str, _Run], hidden: dict[str, np.ndarray]) -> bytes:
             density=True,
         )
     ax_acc.set_xlabel("training step (one example each)")
-    ax_acc.set_ylabel(f"test accuracy (%), {CURVE_IMAGES} images")
+    ax_acc.set_ylabel(f"test accuracy (%), {curve_images:,} images")
     ax_acc.set_title("Accuracy during the epoch")
     ax_err.set_xlabel("training step")
     ax_err.set_ylabel("relative error of dL/da2 (moving mean)")
@@ -279,8 +292,9 @@ def _plot(runs: dict[str, _Run], hidden: dict[str, np.ndarray]) -> bytes:
     ax_hist.set_title("Hidden outputs after training (test images)")
     for ax in (ax_acc, ax_err, ax_hist):
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
-    return figure_png(fig)
+    handles, labels = ax_acc.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8)
+    return fig
 
 
 LESSON = Lesson(
