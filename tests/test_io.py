@@ -728,7 +728,11 @@ def test_a_model_file_of_format_1_loads_and_predicts_as_it_did():
     assert isinstance(ckpt.model.layers[0], cr.Rescaling)  # its implicit uint8 scaling, explicit
     _, (x_test, _) = cr.datasets.load_mnist(normalize=False)
     expected = np.load(fixtures / "v1-mlp-bn-dropout-proba.npy")
-    assert_array_equal(ckpt.model.predict_proba(x_test[:200]), expected)
+    proba = ckpt.model.predict_proba(x_test[:200])
+    # The same classes; the same probabilities up to float32 rounding (bit for bit holds only on
+    # the CPU that wrote the fixture: another BLAS kernel sums in another order).
+    assert_array_equal(proba.argmax(axis=1), expected.argmax(axis=1))
+    np.testing.assert_allclose(proba, expected, rtol=1e-5, atol=1e-7)
     assert ckpt.optimizer is not None
     assert ckpt.history is not None
     assert len(ckpt.history) == 2
