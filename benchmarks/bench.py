@@ -283,7 +283,7 @@ def prepare_numpy(w: Workload, data: Data, seed: int) -> Trial:
 
 def prepare_chainrule(w: Workload, data: Data, seed: int) -> Trial:
     """``cr.fit`` for one epoch on the uint8 images, or ``model.predict`` for inference."""
-    model = cr.MLP(784, list(w.hidden), 10, rng=seed)
+    model = cr.MLP(784, list(w.hidden), 10, rescale=1 / 255, rng=seed)
     x, y = data.x_train, data.y_train
     if w.samples:
         x, y = x[: w.samples], y[: w.samples]
