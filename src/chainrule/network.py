@@ -183,6 +183,27 @@ class Sequential:
                 grad = self.layers[i]._backward(grad, i > 0 or input_grad)
         return grad
 
+    def _backward_trusted(self, dy: np.ndarray) -> None:
+        """:meth:`backward` of the training loop: ``dy`` from its own loss, no input gradient."""
+        grad: np.ndarray | None = dy
+        with np.errstate(under="ignore"):
+            for i in range(len(self.layers) - 1, -1, -1):
+                assert grad is not None
+                grad = self.layers[i]._backward(grad, i > 0)
+
+    def _backward_update(self, dy: np.ndarray, alpha: float, beta: float) -> set[str]:
+        """:meth:`_backward_trusted` in which the layers that can apply plain SGD
+        (``p = beta * p + alpha * grad``) inside a matrix product do so (see
+        :meth:`Layer._backward_update`); returns the names of the parameters updated."""
+        grad: np.ndarray | None = dy
+        updated: set[str] = set()
+        with np.errstate(under="ignore"):
+            for i in range(len(self.layers) - 1, -1, -1):
+                assert grad is not None
+                grad, names = self.layers[i]._backward_update(grad, i > 0, alpha, beta)
+                updated.update(f"{i}.{name}" for name in names)
+        return updated
+
     __call__ = forward
 
     # -- inference --------------------------------------------------------------------------
