@@ -7,11 +7,12 @@
 True
 """
 
-from . import datasets, metrics, optim, schedules
+from . import datasets, kernels, metrics, optim, schedules
 from ._version import __version__
 from .data import train_validation_split
 from .gradcheck import GradientCheckError, GradientCheckReport, gradient_check
 from .io import Checkpoint, load, load_checkpoint, save
+from .kernels import threads
 from .layers import (
     BatchNorm,
     Dense,
@@ -90,6 +91,7 @@ __all__ = [
     "fit",
     "gradient_check",
     "gradient_descent",
+    "kernels",
     "load",
     "load_checkpoint",
     "metrics",
@@ -97,5 +99,6 @@ __all__ = [
     "optim",
     "save",
     "schedules",
+    "threads",
     "train_validation_split",
 ]

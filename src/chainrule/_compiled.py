@@ -3,34 +3,30 @@
 Each optimizer's update is one pass over a parameter and its state, in the order of operations
 of that optimizer's NumPy code (``Optimizer._update``), so both give the same numbers up to
 rounding. Every scalar arrives in the parameter's dtype, which keeps float32 arithmetic in
-float32. The loops are ``prange`` loops, split over the threads of numba's pool.
-``error_model="numpy"``: a division by zero gives infinity, as in NumPy, without a check per
-element (a check that also keeps the loop from being vectorised); ``cache=True`` keeps the
-machine code on disk, so only the first run compiles.
+float32.
+
+``error_model="numpy"``: a division by zero gives infinity, as in NumPy, without the check per
+element that would also keep LLVM from vectorising the loop (with it, a loop runs slower than
+NumPy's several passes). The loops are serial: a ``prange`` loop was no faster on one thread,
+cost milliseconds per call to wake its thread pool on a busy machine, and such a pool is either
+not fork-safe (GNU OpenMP) or not safe to enter from two threads (numba's work queue).
+``cache=True`` keeps the machine code on disk, so only the first run compiles.
 """
 
 from __future__ import annotations
-
-import os
 
 import numba
 import numpy as np
 
 __all__ = ["adam", "momentum", "scaled", "sgd"]
 
-if "NUMBA_THREADING_LAYER" not in os.environ:  # a user's choice stands
-    # Set before the first parallel loop: a thread pool that survives a fork of the process
-    # (numba's work queue, or TBB when installed; GNU OpenMP's does not). The work queue must not
-    # be entered by two threads at once, which kernels.call() sees to.
-    numba.config.THREADING_LAYER = "forksafe"  # type: ignore[attr-defined]
-
-_compile = numba.njit(parallel=True, cache=True, error_model="numpy", nogil=True)
+_compile = numba.njit(cache=True, error_model="numpy", nogil=True)
 
 
 @_compile
 def sgd(p: np.ndarray, g: np.ndarray, lr: float, wd: float) -> None:
     """``p -= lr * (g + wd * p)``."""
-    for i in numba.prange(p.size):
+    for i in range(p.size):
         gi = g[i]
         if wd != 0:
             gi = p[i] * wd + gi
@@ -42,7 +38,7 @@ def momentum(
     p: np.ndarray, g: np.ndarray, v: np.ndarray, lr: float, wd: float, mu: float, nesterov: bool
 ) -> None:
     """``v = mu * v + g; p -= lr * v`` (Nesterov: ``p -= lr * (g + mu * v)``)."""
-    for i in numba.prange(p.size):
+    for i in range(p.size):
         gi = g[i]
         if wd != 0:
             gi = p[i] * wd + gi
@@ -67,7 +63,7 @@ def scaled(
 ) -> None:
     """AdaGrad (``decay = gain = 1``) and RMSProp: ``h = decay * h + gain * g**2;
     p -= lr * g / (sqrt(h) + eps)``."""
-    for i in numba.prange(p.size):
+    for i in range(p.size):
         gi = g[i]
         if wd != 0:
             gi = p[i] * wd + gi
@@ -93,7 +89,7 @@ def adam(
 ) -> None:
     """Adam with the bias corrections folded into ``step`` and ``eps`` (see ``Adam._update``);
     ``shrink = 1 - lr * weight_decay`` for AdamW's decoupled decay, else 1."""
-    for i in numba.prange(p.size):
+    for i in range(p.size):
         pi = p[i]
         gi = g[i]
         if wd != 0:

@@ -119,7 +119,7 @@ class Optimizer:
             if kernel is not None and flat is not None:
                 loop, scalars = kernel
                 real = p.dtype.type  # float32 scalars keep float32 arithmetic float32
-                kernels.call(loop, *flat, *(a if isinstance(a, bool) else real(a) for a in scalars))
+                loop(*flat, *(a if isinstance(a, bool) else real(a) for a in scalars))
                 continue
             if self.weight_decay and not self.decoupled:
                 g = np.multiply(p, self.weight_decay, out=_buffer(self._decayed, name, p))

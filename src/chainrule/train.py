@@ -192,6 +192,7 @@ def fit(
     run = TrainingRun(model, optimizer, history, epochs, len(batches), validation is not None)
     callbacks = list(callbacks or [])
     with contextlib.nullcontext() if threads is None else kernels.threads(threads):
+        fuse = kernels.fold_pays()
         for cb in callbacks:
             cb.on_train_begin(run)
         for epoch in range(initial_epoch, epochs):
@@ -199,7 +200,7 @@ def fit(
                 cb.on_epoch_begin(run, epoch)
             start = time.perf_counter()
             order = np.random.default_rng([seed, epoch]) if shuffle else None
-            logs = _train_epoch(run, batches.epoch(order), loss, guard, epoch, callbacks)
+            logs = _train_epoch(run, batches.epoch(order), loss, guard, epoch, callbacks, fuse)
             if validation is not None:
                 val = evaluate(model, *validation, loss)
                 logs.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
@@ -305,12 +306,13 @@ def _train_epoch(
     guard: _DivergenceGuard,
     epoch: int,
     callbacks: Sequence[Callback],
-    fuse: bool = True,
+    fuse: bool = False,
 ) -> dict[str, float]:
     """One pass over the batches: forward, loss, backward, update; returns the epoch's logs.
 
-    ``fuse=False`` keeps plain SGD out of the layers' matrix products, so that every gradient
-    is in ``model.grads`` before the update (see :func:`_backward_and_update`).
+    ``fuse`` lets layers apply plain SGD inside the matrix products of their gradients (see
+    :func:`_backward_and_update`); without it every gradient is in ``model.grads`` before the
+    update (a gradient to be summed over processes first, say).
     """
     model, optimizer = run.model, run.optimizer
     params, grads = model.params, model.grads  # the layers' own arrays, updated in place
@@ -341,7 +343,7 @@ def _backward_and_update(
     params: dict[str, np.ndarray],
     grads: dict[str, np.ndarray],
     dy: np.ndarray,
-    fuse: bool = True,
+    fuse: bool = False,
 ) -> None:
     """Back-propagate ``dy``, then update the parameters: the one place where a training step
     makes its gradients and uses them. Every layer back-propagates before any parameter
@@ -349,7 +351,7 @@ def _backward_and_update(
     gradient (fast path, ``fuse``): it computes its input gradient first, then updates that
     weight in the product, and ``grads`` of that weight is not written.
     """
-    coefficients = optimizer.gemm_coefficients() if fuse and kernels.active() else None
+    coefficients = optimizer.gemm_coefficients() if fuse else None
     if coefficients is None:
         model._backward_trusted(dy)
         optimizer._step_trusted(params, grads)
