@@ -131,8 +131,9 @@ def gemm_update(x: np.ndarray, dy: np.ndarray, w: np.ndarray, alpha: float, beta
         return False
     blas = _modules()[1]  # type: ignore[index]
     gemm = blas.sgemm if w.dtype == np.float32 else blas.dgemm
-    out = gemm(alpha, dy.T, x.T, beta=beta, c=w.T, trans_b=True, overwrite_c=True)
-    if out.ctypes.data != w.ctypes.data:  # never expected: SciPy had to copy after all
+    c = w.T
+    out = gemm(alpha, dy.T, x.T, beta=beta, c=c, trans_b=True, overwrite_c=True)
+    if out is not c:  # never expected: SciPy had to copy after all
         w[...] = out.T
     return True
 

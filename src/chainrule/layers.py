@@ -178,8 +178,9 @@ class Layer:
         return f"{type(self).__name__}()"
 
     # -- used by Sequential, which checks the network's input once ----------------------------
-    def _call(self, x: np.ndarray, training: bool) -> np.ndarray:
-        self._check_input(x)
+    def _call(self, x: np.ndarray, training: bool, check: bool = True) -> np.ndarray:
+        if check:
+            self._check_input(x)
         y = self._forward(x, training)
         self._out_shape = y.shape
         return y

@@ -156,14 +156,15 @@ class Sequential:
         """
         return self._forward_trusted(as_input(x, self.dtype), training)
 
-    def _forward_trusted(self, x: np.ndarray, training: bool) -> np.ndarray:
-        """:meth:`forward` for a batch already checked and in the network's dtype (the training
-        loop checks its data set once, not every batch)."""
+    def _forward_trusted(self, x: np.ndarray, training: bool, check: bool = True) -> np.ndarray:
+        """:meth:`forward` for a batch already checked and in the network's dtype; with
+        ``check=False`` the layers do not check their inputs either (the training loop checks its
+        samples against every layer once, before its first step, not every batch)."""
         # exp(-100) in float32, a saturated sigmoid times a small gradient: underflow to 0 is the
         # right answer, not a FloatingPointError for code running under np.errstate(all="raise").
         with np.errstate(under="ignore"):
             for layer in self.layers:
-                x = layer._call(x, training)
+                x = layer._call(x, training, check)
         return x
 
     def backward(self, dy: np.ndarray, input_grad: bool = True) -> np.ndarray | None:

@@ -33,7 +33,7 @@ from .callbacks import (
 from .data import Batches, check_dataset, train_validation_split
 from .history import History
 from .losses import LOSSES, Loss
-from .metrics import to_labels
+from .metrics import as_labels
 from .network import Sequential
 from .optim import OPTIMIZERS, Optimizer
 
@@ -292,7 +292,7 @@ class _Tally:
 
     def add(self, model: Sequential, value: float, out: np.ndarray, yb: np.ndarray) -> None:
         self.loss += value * len(yb)
-        self.correct += int(np.count_nonzero(model.classes(out) == to_labels(yb)))
+        self.correct += int(np.count_nonzero(model.classes(out) == as_labels(yb)))
         self.seen += len(yb)
 
     def logs(self) -> dict[str, float]:
@@ -321,14 +321,14 @@ def _train_epoch(
     b = 0
     for b, (xb, yb) in enumerate(batches):
         # A diverging run overflows: detected by the guard and raised as DivergenceError, not as
-        # a floating-point warning from inside a layer (fatal under warnings-as-errors).
-        with np.errstate(over="ignore", invalid="ignore"):
-            out = model._forward_trusted(xb, training=True)
+        # a floating-point warning from inside a layer (fatal under warnings-as-errors). Underflow
+        # to 0 is the right answer (see Sequential.forward).
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            out = model._forward_trusted(xb, training=True, check=False)
             value = loss._forward_trusted(out, yb) if np.isfinite(out).all() else np.nan
-        guard.check_loss(value, epoch, b)
-        with np.errstate(over="ignore", invalid="ignore"):
+            guard.check_loss(value, epoch, b)
             _backward_and_update(model, optimizer, params, grads, loss.backward(), fuse)
-        tally.add(model, value, out, yb)
+            tally.add(model, value, out, yb)
         for cb in callbacks:
             cb.on_batch_end(run, b, value)
         if run.stop:  # a callback may end training mid-epoch (a time budget, say)
@@ -452,7 +452,7 @@ def evaluate(
         out = model.forward(xb)
         if loss is not None:
             total_loss += loss.forward(out, yb) * len(xb)
-        correct += int(np.count_nonzero(model.classes(out) == to_labels(yb)))
+        correct += int(np.count_nonzero(model.classes(out) == as_labels(yb)))  # checked above
     result = {"accuracy": correct / len(x)}
     if loss is not None:
         result["loss"] = total_loss / len(x)
