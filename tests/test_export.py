@@ -243,6 +243,17 @@ def test_the_input_shape_must_be_known_and_fit_the_model(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+class Total(cr.Layer):
+    def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        return x.sum(axis=1)
+
+
+def test_a_model_must_output_class_scores(tmp_path):
+    with pytest.raises(ValueError, match=r"output has shape \(N,\); a classifier's is \(N, K\)"):
+        cr.export_onnx(cr.Sequential(cr.Dense(4, 3), Total()), tmp_path / "m.onnx")
+    assert not list(tmp_path.iterdir())
+
+
 def test_without_onnx_the_error_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if it were not installed
     with pytest.raises(ImportError, match=r'pip install "chainrule\[onnx\]"'):

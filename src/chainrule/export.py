@@ -163,6 +163,8 @@ def export_onnx(
     onnx = _import_onnx()
     sample = _sample_shape(model, input_shape)
     out_shape = model.forward(np.zeros((1, *sample), np.float32)).shape[1:]
+    if not out_shape:
+        raise ValueError("the model's output has shape (N,); a classifier's is (N, K) scores")
     graph = GraphBuilder()
     x = y = graph.unique("x")
     for i, layer in enumerate(model.layers):
