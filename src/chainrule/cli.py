@@ -328,7 +328,7 @@ def _load_model(path: Path) -> Checkpoint:
 
 
 class _TestSet(NamedTuple):
-    x: np.ndarray  # (N, rows * cols) uint8
+    x: np.ndarray  # (N, 1, rows, cols) uint8 images; _as_samples gives them the model's shape
     y: np.ndarray
     image_shape: tuple[int, int]  # (rows, cols), for pictures of the images
     num_classes: int  # from the labels of both splits
@@ -347,19 +347,23 @@ def _load_data(data_dir: Path | None) -> tuple[tuple[np.ndarray, np.ndarray], _T
             path=data_dir, normalize=False, flatten=False
         )
     num_classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
-    test = _TestSet(
-        x_test.reshape(len(x_test), -1),  # a view: no copy
-        y_test,
-        (int(x_test.shape[2]), int(x_test.shape[3])),
-        num_classes,
-    )
-    return (x_train.reshape(len(x_train), -1), y_train), test
+    test = _TestSet(x_test, y_test, (int(x_test.shape[2]), int(x_test.shape[3])), num_classes)
+    return (x_train, y_train), test
+
+
+def _as_samples(model: Sequential, images: np.ndarray, name: object, what: str) -> np.ndarray:
+    """``images`` ``(N, 1, rows, cols)`` in the shape ``model`` takes: flat vectors for a model
+    that starts on vectors (an MLP), the images as they are otherwise (a CNN). A model that
+    takes neither is the user's mistake."""
+    want = model.input_shape
+    x = images.reshape(len(images), -1) if want is not None and len(want) == 1 else images
+    _check_samples(model, x.shape[1:], name, what)
+    return x
 
 
 def _check_model_fits(model: Sequential, test: _TestSet, source: Path) -> None:
     """A saved model and a data set that do not belong together are the user's mistake."""
-    _check_samples(model, test.x.shape[1:], source, "the data")
-    outputs = model.forward(test.x[:1]).shape[1]
+    outputs = model.forward(_as_samples(model, test.x[:1], source, "the data")).shape[1]
     if test.num_classes > max(outputs, 2):
         raise UsageError(
             f"{source} has {outputs} outputs, but the labels go up to {test.num_classes - 1}"
@@ -451,7 +455,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     (x_train, y_train), test = _load_data(args.data_dir)
     x_train, y_train = x_train[: args.subset], y_train[: args.subset]  # [:None] keeps all
     n_train = _training_count(len(x_train), args.validation_split)
-    run = _build(args, saved, x_train.shape[1], test)
+    run = _build(args, saved, int(np.prod(x_train.shape[1:])), test)
+    x_train = _as_samples(run.model, x_train, args.out, "the data")
     if not args.quiet:
         print(
             f"training {run.model!r}\n{run.model.num_params:,} parameters, {n_train:,} training "
@@ -668,7 +673,7 @@ def _metadata(args: argparse.Namespace) -> dict[str, Any]:
 def _finish(args: argparse.Namespace, run: _Run, test: _TestSet) -> int:
     """Evaluate the trained model and write every output; only then do they replace the last
     complete run's."""
-    summary = _report(run.model, test.x, test.y)
+    summary = _report(run.model, _as_samples(run.model, test.x, args.out, "the data"), test.y)
     predicted = summary.pop("_predicted")
     summary.update(
         train_seconds=round(sum(run.seconds), 2),
@@ -750,9 +755,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model = _load_model(args.model).model
     _, test = _load_data(args.data_dir)
     _check_model_fits(model, test, args.model)
-    summary = _report(model, test.x, test.y)
+    x_test = _as_samples(model, test.x, args.model, "the data")
+    summary = _report(model, x_test, test.y)
     summary.pop("_predicted")
-    loss = evaluate(model, test.x, test.y, SoftmaxCrossEntropy())["loss"]
+    loss = evaluate(model, x_test, test.y, SoftmaxCrossEntropy())["loss"]
     print(_summary_text(summary))
     print(f"test loss       {loss:.4f}")
     return 0
@@ -771,11 +777,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """One line per image: its class and the three most probable classes; an image that cannot
     be classified is named on stderr with the reason, and the others are still classified."""
     model = _load_model(args.model).model
-    _check_samples(model, (28 * 28,), args.model, "a 28x28 image")
+    shape = (1, 1, 28, 28)
+    _as_samples(model, np.zeros(shape, np.float32), args.model, "a 28x28 image")
     failed = 0
     for path in args.images:
         try:
-            x = _read_image(path)
+            x = _as_samples(model, _read_image(path).reshape(shape), args.model, "an image")
         except UsageError as exc:
             print(f"chainrule: error: {path}: {exc}", file=sys.stderr, flush=True)
             failed += 1
