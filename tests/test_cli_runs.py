@@ -340,3 +340,23 @@ def test_a_model_that_takes_images_is_evaluated_and_predicts_from_the_cli(tmp_pa
     Image.fromarray(255 - x_test[index, 0]).resize((84, 84)).save(image)
     assert main(["predict", str(path), str(image)]) == 0
     assert capsys.readouterr().out.startswith(f"{image}: {y_test[index]} ")
+
+
+def test_augment_trains_on_shifted_images_and_the_summary_and_a_resumed_run_keep_it(tmp_path):
+    out = tmp_path / "run"
+    assert run_train("--augment", "2", "--epochs", "1", "--quiet", "--out", str(out)) == 0
+    model = cr.load(out / "model.npz")
+    assert [type(layer).__name__ for layer in model.layers[:3]] == [
+        "Rescaling",
+        "RandomShift",
+        "Flatten",
+    ]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["options"]["augment"] == 2
+    assert summary["options"]["hidden"] == [16]
+    assert "RandomShift(max_shift=2)" in summary["model"]
+    resume = ["train", "--epochs", "2", "--resume", "--quiet", "--no-plots", "--out", str(out)]
+    assert main(resume) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["options"]["augment"] == 2  # the saved run's, not the default 0
+    assert summary["epochs"] == 2

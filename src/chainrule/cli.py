@@ -48,6 +48,7 @@ __all__ = ["main"]
 #: (README, "Results").
 DEFAULTS: dict[str, Any] = {
     "hidden": "512,256",
+    "augment": 0,
     "activation": "relu",
     "optimizer": "adam",
     "lr": 1e-3,
@@ -74,6 +75,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return value
 
 
@@ -140,6 +151,11 @@ FIXED_OPTIONS: dict[str, dict[str, Any]] = {
     "--lr": {"type": _non_negative_float, "help": "learning rate"},
     "--dropout": {"type": _non_negative_float, "help": "dropout probability"},
     "--weight-decay": {"type": _non_negative_float, "help": "L2 penalty"},
+    "--augment": {
+        "type": _non_negative_int,
+        "metavar": "PIXELS",
+        "help": "shift each training image by up to this many pixels (0: no shifts)",
+    },
 }
 
 
@@ -517,10 +533,14 @@ def _resume_from(args: argparse.Namespace) -> Checkpoint:
 
 
 def _keep_saved_options(args: argparse.Namespace, saved: Checkpoint) -> None:
-    """Take the saved run's data options; refuse one given on the command line that differs."""
+    """Take the saved run's options: its model and optimizer options (which ``--resume``
+    refuses to be given) and its data options (refused if given with another value)."""
     options = saved.metadata.get("options")
     if not isinstance(options, dict):  # a model saved before the options were: as given
         return
+    for name in _FIXED_NAMES:
+        if name in options:  # runs saved before they were recorded keep the defaults
+            setattr(args, name, options[name])
     given = {flag[2:].replace("-", "_") for flag in getattr(args, "given", [])}
     for name in KEPT_OPTIONS:
         value = options.get(name)
@@ -541,8 +561,13 @@ def _option_text(value: Any) -> str:
     return "(none)" if value is None else str(value)
 
 
+#: The option names of FIXED_OPTIONS, as argparse stores them.
+_FIXED_NAMES = tuple(flag[2:].replace("-", "_") for flag in FIXED_OPTIONS)
+
+
 def _saved_options(args: argparse.Namespace) -> dict[str, Any]:
-    options = {name: getattr(args, name) for name in KEPT_OPTIONS}
+    """Every option that shapes the run: saved with each checkpoint and in the summary."""
+    options = {name: getattr(args, name) for name in (*_FIXED_NAMES, *KEPT_OPTIONS)}
     if options["data_dir"] is not None:
         options["data_dir"] = str(options["data_dir"].resolve())
     return options
@@ -584,6 +609,7 @@ def _build(
         activation=args.activation,
         dropout=args.dropout,
         rescale=1 / 255,  # the model holds its preprocessing: it is given raw pixels
+        augment=args.augment,
         rng=args.seed,
     )
     optimizer = OPTIMIZERS[args.optimizer](lr=args.lr, weight_decay=args.weight_decay)
@@ -678,6 +704,8 @@ def _finish(args: argparse.Namespace, run: _Run, test: _TestSet) -> int:
     summary.update(
         train_seconds=round(sum(run.seconds), 2),
         epochs=len(run.history),
+        model=repr(run.model),
+        options=_saved_options(args),
         command=" ".join(["chainrule", *sys.argv[1:]]) if sys.argv else "chainrule",
     )
     text = _summary_text(summary)
