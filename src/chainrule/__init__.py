@@ -9,6 +9,7 @@ True
 
 from . import datasets, metrics, optim, schedules
 from ._version import __version__
+from .augmentation import RandomShift
 from .data import train_validation_split
 from .export import export_onnx
 from .gradcheck import GradientCheckError, GradientCheckReport, gradient_check
@@ -17,6 +18,7 @@ from .layers import (
     BatchNorm,
     Dense,
     Dropout,
+    Flatten,
     Layer,
     LeakyReLU,
     ReLU,
@@ -64,6 +66,7 @@ __all__ = [
     "DivergenceError",
     "Dropout",
     "EarlyStopping",
+    "Flatten",
     "GradientCheckError",
     "GradientCheckReport",
     "History",
@@ -77,6 +80,7 @@ __all__ = [
     "Optimizer",
     "ProgressBar",
     "RMSProp",
+    "RandomShift",
     "ReLU",
     "Rescaling",
     "Sequential",
