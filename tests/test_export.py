@@ -24,7 +24,8 @@ from layer_cases import CASES, LayerCase
 #: ``NotImplementedError`` saying why), by name. None today: every layer exports.
 REFUSED: set[str] = set()
 
-#: The ONNX operators each layer becomes (the issue's mapping); Dropout none, as the identity.
+#: The ONNX operators each layer becomes (the issue's mapping); Dropout and RandomShift none, as
+#: the identity at inference.
 OPERATORS = {
     "Rescaling": ["Mul", "Add"],
     "Rescaling-images": ["Mul"],
@@ -36,6 +37,9 @@ OPERATORS = {
     "Tanh": ["Tanh"],
     "Softmax": ["Softmax"],
     "Dropout": [],
+    "Flatten": ["Flatten"],
+    "RandomShift": [],
+    "RandomShift-0": [],
     "BatchNorm": ["BatchNormalization"],
 }
 EXPORTED = [case for case in CASES if case.layer_class.__name__ not in REFUSED]
@@ -134,10 +138,24 @@ def test_probabilities_follow_predict_proba(output_activation, outputs, tmp_path
     assert_same_as_chainrule(path, model, x)
 
 
+def test_sizes_the_model_leaves_open_stay_symbolic(tmp_path):
+    """An augmented MLP takes images of any C, H, W with C * H * W inputs, and so does its graph."""
+    model = cr.MLP(36, [8], 3, augment=1, rescale=1 / 255, rng=0)
+    path = cr.export_onnx(model, tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[0] == "batch"
+    assert all(not isinstance(d, int) for d in session.get_inputs()[0].shape[1:])
+    assert [o.shape for o in session.get_outputs()] == [["batch", 3]] * 2
+    images = np.random.default_rng(0).integers(0, 256, size=(37, 36))
+    for shape in ((1, 6, 6), (4, 3, 3)):
+        assert_same_as_chainrule(path, model, images.reshape(37, *shape).astype(np.float32))
+
+
 # -- a trained model -----------------------------------------------------------------------------
 def test_a_trained_mnist_model_predicts_the_whole_test_set_as_chainrule_does(tmp_path):
-    (x_train, y_train), (x_test, y_test) = cr.datasets.load_mnist(normalize=False)
-    model = cr.MLP(784, [64], 10, batchnorm=True, dropout=0.2, rescale=1 / 255, rng=0)
+    """Rescaling, RandomShift, Flatten, Dense, BatchNorm, ReLU and Dropout, trained together."""
+    (x_train, y_train), (x_test, y_test) = cr.datasets.load_mnist(normalize=False, flatten=False)
+    model = cr.MLP(784, [64], 10, batchnorm=True, dropout=0.2, rescale=1 / 255, augment=1, rng=0)
     cr.fit(
         model, x_train[:6000], y_train[:6000], loss="softmax_cross_entropy", optimizer="adam",
         epochs=1, batch_size=64, seed=0,
@@ -145,7 +163,7 @@ def test_a_trained_mnist_model_predicts_the_whole_test_set_as_chainrule_does(tmp
     predicted = model.predict(x_test)
     assert np.mean(predicted == y_test) > 0.85  # a trained model, not a random one
     path = cr.export_onnx(model, tmp_path / "mnist.onnx")
-    got = run(path, x_test.astype(np.float32))  # raw pixels: the graph holds the scaling
+    got = run(path, x_test.astype(np.float32))  # raw (N, 1, 28, 28) pixels: the graph scales
     np.testing.assert_array_equal(got["probabilities"].argmax(axis=1), predicted)
     np.testing.assert_allclose(got["probabilities"], model.predict_proba(x_test), atol=1e-5)
 
@@ -232,8 +250,15 @@ def test_a_non_finite_parameter_is_refused(tmp_path):
 
 
 def test_the_input_shape_must_be_known_and_fit_the_model(tmp_path):
-    with pytest.raises(ValueError, match=r"does not fix the shape of its input samples \(None\)"):
+    with pytest.raises(ValueError, match=r"does not fix the shape of its input samples \(no layer"):
         cr.export_onnx(cr.Sequential(cr.Tanh()), tmp_path / "m.onnx")
+    shapeless = cr.Sequential(cr.RandomShift(1), cr.Flatten())  # classes: C * H * W
+    with pytest.raises(ValueError, match=r"number of classes depends on the shape of its input"):
+        cr.export_onnx(shapeless, tmp_path / "m.onnx")
+    with pytest.raises(
+        ValueError, match=r"graph does not fit its input x of shape \(batch, 2, 3, 4\)"
+    ):
+        cr.export_onnx(cr.MLP(784, [8], 3, augment=1), tmp_path / "m.onnx", input_shape=(2, 3, 4))
     with pytest.raises(ValueError, match=r"input_shape \(5,\) does not fit the model.*\(4,\)"):
         cr.export_onnx(cr.MLP(4, [8], 3, rng=0), tmp_path / "m.onnx", input_shape=(5,))
     with pytest.raises(TypeError, match="input_shape must be a sequence of ints, got 4"):
@@ -246,6 +271,10 @@ def test_the_input_shape_must_be_known_and_fit_the_model(tmp_path):
 class Total(cr.Layer):
     def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         return x.sum(axis=1)
+
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        axes = graph.initializer("axes", np.array([1]))  # an int64 constant
+        return graph.node("ReduceSum", [x, axes], keepdims=0)
 
 
 def test_a_model_must_output_class_scores(tmp_path):

@@ -879,7 +879,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             export_onnx(model, args.onnx)
     except NotImplementedError as exc:  # a layer without an ONNX form
         raise UsageError(f"{args.model}: {exc}") from exc
-    sample = ", ".join(str(d) for d in model.input_shape or ())
+    sample = ", ".join("?" if d is None else str(d) for d in model.input_shape or ())
     print(
         f"wrote {args.onnx} (ONNX opset {OPSET}): input x, float32 (batch, {sample}); "
         "first output: probabilities"

@@ -9,7 +9,8 @@ opset 17 with the IR version that opset needs (8):
 value              type                      what it is
 =================  ========================  =================================================
 ``x``              float32 ``(batch, ...)``  what ``model.predict`` takes (raw pixels for a
-                                             model that holds its ``Rescaling``)
+                                             model that holds its ``Rescaling``); sizes the
+                                             model leaves open are symbolic
 ``probabilities``  float32 ``(batch, K)``    ``model.predict_proba(x)``
 ``logits``         float32 ``(batch, K)``    ``model.forward(x)``, for a model that ends in
                                              logits (no final Softmax or Sigmoid)
@@ -37,9 +38,10 @@ from .network import Sequential
 
 __all__ = ["OPSET", "GraphBuilder", "export_onnx"]
 
-#: The ONNX opset of exported graphs (onnxruntime 1.13 and later run it).
+#: The ONNX opset of exported graphs.
 OPSET = 17
 _BATCH = "batch"  # the symbolic batch dimension
+Shape = tuple[int | None, ...]  # of one sample; None: a symbolic size
 
 
 @dataclass(frozen=True)
@@ -134,8 +136,9 @@ def export_onnx(
         The ``.onnx`` file to write; replaced only once the new one is complete, and not
         touched if the model cannot be exported.
     input_shape : sequence of int, optional
-        The shape of one input sample, needed only when the model does not fix it
-        (``model.input_shape`` is None or has None entries).
+        The shape of one input sample. Needed only when no layer declares it
+        (``model.input_shape`` is None) or the number of classes depends on it; otherwise the
+        sizes the model leaves open (None entries of ``model.input_shape``) stay symbolic.
 
     Returns
     -------
@@ -162,9 +165,6 @@ def export_onnx(
         raise TypeError(f"model must be a chainrule Sequential, got {type(model).__name__}")
     onnx = _import_onnx()
     sample = _sample_shape(model, input_shape)
-    out_shape = model.forward(np.zeros((1, *sample), np.float32)).shape[1:]
-    if not out_shape:
-        raise ValueError("the model's output has shape (N,); a classifier's is (N, K) scores")
     graph = GraphBuilder()
     x = y = graph.unique("x")
     for i, layer in enumerate(model.layers):
@@ -176,14 +176,23 @@ def export_onnx(
         if not isinstance(y, str) or not graph.has(y):
             raise TypeError(f"layer {i}: {layer!r}.to_onnx returned {y!r}, not a value's name")
     graph.scope = ""
-    outputs = _heads(graph, y, model.layers[-1].outputs_probabilities, out_shape[0])
+    out_shape = sample if y == x else _inferred_shape(onnx, graph, (x, sample), y)
+    probabilities = model.layers[-1].outputs_probabilities
+    if not out_shape:
+        raise ValueError("the model's output has shape (N,); a classifier's is (N, K) scores")
+    if out_shape[0] is None and not probabilities:
+        raise ValueError(
+            "the model's number of classes depends on the shape of its input samples; pass "
+            "input_shape=(...) for one sample"
+        )
+    outputs = _heads(graph, y, probabilities, out_shape[0])
     proto = _model_proto(onnx, graph, (x, sample), [(name, out_shape) for name in outputs])
     proto.doc_string = repr(model)
     onnx.checker.check_model(proto, full_check=True)
     return atomic_write(path, proto.SerializeToString())
 
 
-def _heads(graph: GraphBuilder, y: str, probabilities: bool, units: int) -> list[str]:
+def _heads(graph: GraphBuilder, y: str, probabilities: bool, units: int | None) -> list[str]:
     """The graph's outputs from the model's output ``y``: class probabilities by
     :meth:`~chainrule.Sequential.predict_proba`'s rule (the output as it is if it already holds
     probabilities, else a sigmoid for one unit and a softmax over the classes for more), then
@@ -208,18 +217,17 @@ def _import_onnx() -> Any:
         ) from exc
 
 
-def _sample_shape(model: Sequential, input_shape: Sequence[int] | None) -> tuple[int, ...]:
+def _sample_shape(model: Sequential, input_shape: Sequence[int] | None) -> Shape:
     """The shape of one input sample: ``input_shape`` if given (checked against the model's),
-    else the one the model declares, which must then be complete."""
+    else the one the model declares (its None entries, any size, stay symbolic in the graph)."""
     declared = model.input_shape
     if input_shape is None:
-        known = tuple(d for d in declared or () if d is not None)
-        if declared is None or len(known) < len(declared):
+        if declared is None:
             raise ValueError(
-                f"the model does not fix the shape of its input samples ({declared}); pass "
-                "input_shape=(...) for one sample"
+                "the model does not fix the shape of its input samples (no layer declares "
+                "one); pass input_shape=(...) for one sample"
             )
-        return known
+        return declared
     if isinstance(input_shape, str) or not hasattr(input_shape, "__iter__"):
         raise TypeError(f"input_shape must be a sequence of ints, got {input_shape!r}")
     shape = tuple(check_int(d, "input_shape entry") for d in input_shape)
@@ -231,19 +239,40 @@ def _sample_shape(model: Sequential, input_shape: Sequence[int] | None) -> tuple
     return shape
 
 
+def _inferred_shape(onnx: Any, graph: GraphBuilder, inputs: tuple[str, Shape], y: str) -> Shape:
+    """The shape of one sample of the value ``y``, by onnx's shape inference (None: a size that
+    depends on the input's symbolic sizes)."""
+    proto = _model_proto(onnx, graph, inputs, [(y, None)])
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True).graph
+    except onnx.shape_inference.InferenceError as exc:
+        raise ValueError(
+            f"the model's graph does not fit its input x of shape (batch, "
+            f"{', '.join('?' if d is None else str(d) for d in inputs[1])}): {exc}"
+        ) from exc
+    tensor = next(
+        v.type.tensor_type
+        for v in [*inferred.value_info, *inferred.output]
+        if v.name == y and v.type.tensor_type.HasField("shape")
+    )
+    return tuple(d.dim_value or None for d in tensor.shape.dim[1:])
+
+
 def _model_proto(
     onnx: Any,
     graph: GraphBuilder,
-    inputs: tuple[str, tuple[int, ...]],
-    outputs: list[tuple[str, tuple[int, ...]]],
+    inputs: tuple[str, Shape],
+    outputs: list[tuple[str, Shape | None]],
 ) -> Any:
     """The ``ModelProto`` of ``graph``: opset :data:`OPSET`, and the IR version it needs (newer
-    IR versions are refused by older onnxruntime releases)."""
+    IR versions are refused by older onnxruntime releases). A shape of None leaves an output's
+    shape to inference."""
     helper, numpy_helper = onnx.helper, onnx.numpy_helper
     float32 = onnx.TensorProto.FLOAT
 
-    def value(name: str, shape: tuple[int, ...]) -> Any:
-        return helper.make_tensor_value_info(name, float32, [_BATCH, *shape])
+    def value(name: str, shape: Shape | None) -> Any:
+        dims = None if shape is None else [_BATCH, *shape]
+        return helper.make_tensor_value_info(name, float32, dims)
 
     nodes = [
         helper.make_node(n.op_type, list(n.inputs), [n.output], name=n.output, **n.attributes)

@@ -739,6 +739,9 @@ class Flatten(Layer):
         assert self._in_shape is not None
         return dy.reshape(self._in_shape)
 
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        return graph.node("Flatten", [x], axis=1)
+
 
 #: Activation names accepted by the model builders and the CLI.
 ACTIVATIONS: dict[str, type[Layer]] = {
