@@ -166,7 +166,19 @@ def export_onnx(
     onnx = _import_onnx()
     sample = _sample_shape(model, input_shape)
     graph = GraphBuilder()
-    x = y = graph.unique("x")
+    x = graph.unique("x")
+    y = _add_layers(graph, model, x)
+    out_shape = _output_shape(onnx, model, graph, (x, sample), y)
+    outputs = _heads(graph, y, model.layers[-1].outputs_probabilities, out_shape[0])
+    proto = _model_proto(onnx, graph, (x, sample), [(name, out_shape) for name in outputs])
+    proto.doc_string = repr(model)
+    onnx.checker.check_model(proto, full_check=True)
+    return atomic_write(path, proto.SerializeToString())
+
+
+def _add_layers(graph: GraphBuilder, model: Sequential, x: str) -> str:
+    """Each layer's nodes, in order, from the input ``x``; returns the model's output's name."""
+    y = x
     for i, layer in enumerate(model.layers):
         graph.scope = f"{i}."
         try:
@@ -176,20 +188,7 @@ def export_onnx(
         if not isinstance(y, str) or not graph.has(y):
             raise TypeError(f"layer {i}: {layer!r}.to_onnx returned {y!r}, not a value's name")
     graph.scope = ""
-    out_shape = sample if y == x else _inferred_shape(onnx, graph, (x, sample), y)
-    probabilities = model.layers[-1].outputs_probabilities
-    if not out_shape:
-        raise ValueError("the model's output has shape (N,); a classifier's is (N, K) scores")
-    if out_shape[0] is None and not probabilities:
-        raise ValueError(
-            "the model's number of classes depends on the shape of its input samples; pass "
-            "input_shape=(...) for one sample"
-        )
-    outputs = _heads(graph, y, probabilities, out_shape[0])
-    proto = _model_proto(onnx, graph, (x, sample), [(name, out_shape) for name in outputs])
-    proto.doc_string = repr(model)
-    onnx.checker.check_model(proto, full_check=True)
-    return atomic_write(path, proto.SerializeToString())
+    return y
 
 
 def _heads(graph: GraphBuilder, y: str, probabilities: bool, units: int | None) -> list[str]:
@@ -239,23 +238,45 @@ def _sample_shape(model: Sequential, input_shape: Sequence[int] | None) -> Shape
     return shape
 
 
-def _inferred_shape(onnx: Any, graph: GraphBuilder, inputs: tuple[str, Shape], y: str) -> Shape:
-    """The shape of one sample of the value ``y``, by onnx's shape inference (None: a size that
-    depends on the input's symbolic sizes)."""
-    proto = _model_proto(onnx, graph, inputs, [(y, None)])
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True).graph
-    except onnx.shape_inference.InferenceError as exc:
+def _output_shape(
+    onnx: Any, model: Sequential, graph: GraphBuilder, inputs: tuple[str, Shape], y: str
+) -> Shape:
+    """The shape of one sample of the model's output ``y``, ``(K, ...)`` with a known number of
+    classes K (None entries: sizes that depend on the input's symbolic ones)."""
+    shape = _infer_output_shape(onnx, model, graph, inputs, y)
+    if shape == ():
+        raise ValueError("the model's output has shape (N,); a classifier's is (N, K) scores")
+    if shape is None or (shape[0] is None and not model.layers[-1].outputs_probabilities):
+        dims = ", ".join("?" if d is None else str(d) for d in inputs[1])
         raise ValueError(
-            f"the model's graph does not fit its input x of shape (batch, "
-            f"{', '.join('?' if d is None else str(d) for d in inputs[1])}): {exc}"
-        ) from exc
-    tensor = next(
-        v.type.tensor_type
-        for v in [*inferred.value_info, *inferred.output]
-        if v.name == y and v.type.tensor_type.HasField("shape")
-    )
-    return tuple(d.dim_value or None for d in tensor.shape.dim[1:])
+            f"onnx cannot infer the model's number of classes from its input x of shape (batch, "
+            f"{dims}); pass input_shape=(...) for one sample"
+        )
+    return shape
+
+
+def _infer_output_shape(
+    onnx: Any, model: Sequential, graph: GraphBuilder, inputs: tuple[str, Shape], y: str
+) -> Shape | None:
+    """The shape of one sample of ``y``: from chainrule's forward pass when the input's is
+    concrete, else from onnx's shape inference of the graph (None: a shape onnx cannot infer,
+    such as that of a malformed node, which the full check names once the shape is given)."""
+    x, sample = inputs
+    concrete = tuple(d for d in sample if d is not None)
+    if len(concrete) == len(sample):
+        try:
+            return model.forward(np.zeros((1, *concrete), np.float32)).shape[1:]
+        except ValueError as exc:
+            raise ValueError(f"the model does not take samples of shape {sample}: {exc}") from exc
+    if y == x:
+        return sample
+    proto = _model_proto(onnx, graph, inputs, [(y, None)])
+    inferred = onnx.shape_inference.infer_shapes(proto).graph
+    for value in [*inferred.value_info, *inferred.output]:
+        if value.name == y and value.type.tensor_type.HasField("shape"):
+            dims = value.type.tensor_type.shape.dim[1:]
+            return tuple(d.dim_value or None for d in dims)
+    return None
 
 
 def _model_proto(
