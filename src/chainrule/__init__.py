@@ -9,7 +9,9 @@ True
 
 from . import datasets, kernels, metrics, optim, schedules
 from ._version import __version__
+from .augmentation import RandomShift
 from .data import train_validation_split
+from .export import export_onnx
 from .gradcheck import GradientCheckError, GradientCheckReport, gradient_check
 from .io import Checkpoint, load, load_checkpoint, save
 from .kernels import threads
@@ -17,6 +19,7 @@ from .layers import (
     BatchNorm,
     Dense,
     Dropout,
+    Flatten,
     Layer,
     LeakyReLU,
     ReLU,
@@ -64,6 +67,7 @@ __all__ = [
     "DivergenceError",
     "Dropout",
     "EarlyStopping",
+    "Flatten",
     "GradientCheckError",
     "GradientCheckReport",
     "History",
@@ -77,6 +81,7 @@ __all__ = [
     "Optimizer",
     "ProgressBar",
     "RMSProp",
+    "RandomShift",
     "ReLU",
     "Rescaling",
     "Sequential",
@@ -88,6 +93,7 @@ __all__ = [
     "__version__",
     "datasets",
     "evaluate",
+    "export_onnx",
     "fit",
     "gradient_check",
     "gradient_descent",

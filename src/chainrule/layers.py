@@ -13,7 +13,8 @@ class check their arguments first, so every layer rejects bad input the same way
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -37,8 +38,10 @@ __all__ = [
     "BatchNorm",
     "Dense",
     "Dropout",
+    "Flatten",
     "Layer",
     "LeakyReLU",
+    "OnnxGraph",
     "ReLU",
     "Rescaling",
     "Sigmoid",
@@ -58,7 +61,9 @@ class Layer:
     * ``_check_input(x)`` and :attr:`input_shape`: the input it accepts, and the clear error it
       raises for any other;
     * :meth:`config` and :meth:`declared_shapes`: how to rebuild it, and what it will allocate;
-    * :meth:`get_extra_state` / :meth:`set_extra_state`: state beyond arrays (a random generator).
+    * :meth:`get_extra_state` / :meth:`set_extra_state`: state beyond arrays (a random generator);
+    * :meth:`to_onnx`: the ONNX nodes that compute its inference forward pass, for
+      :func:`~chainrule.export_onnx` (a layer without them cannot be exported);
     * optionally ``_backward_update``: a backward pass that applies plain SGD inside the matrix
       product that makes a weight gradient (the training loop's fast path; Dense has one).
 
@@ -161,6 +166,29 @@ class Layer:
         if state:
             raise ValueError(f"{self!r} keeps no extra state, got keys {sorted(state)}")
 
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        """Add the ONNX nodes of the inference forward pass to ``graph``; return the output's name.
+
+        ``x`` names the input value (float32, batch first). A layer that is the identity at
+        inference returns ``x`` itself. The layers never import onnx: ``graph`` offers
+        :meth:`OnnxGraph.node` and :meth:`OnnxGraph.initializer`, which name values uniquely.
+
+        Raises
+        ------
+        NotImplementedError
+            Naming the layer, if it cannot be exported: the default, for a layer that does not
+            implement this method.
+
+        Examples
+        --------
+        A layer computing ``y = 2 x`` would return
+        ``graph.node("Mul", [x, graph.initializer("two", np.float32(2))])``.
+        """
+        raise NotImplementedError(
+            f"{self!r} cannot be exported to ONNX: {type(self).__name__} does not implement "
+            "to_onnx(graph, x)"
+        )
+
     def astype(self, dtype: np.dtype | type) -> Layer:
         """Convert parameters, gradients and buffers to ``dtype`` in place; returns ``self``."""
         dtype = check_float_dtype(dtype)
@@ -234,6 +262,26 @@ class Layer:
 LAYERS: dict[str, type[Layer]] = {}
 
 
+class OnnxGraph(Protocol):
+    """The graph :meth:`Layer.to_onnx` adds its nodes to (:mod:`chainrule.export` builds it).
+
+    Every name it returns is unique in the graph; the values are float32 tensors, batch first.
+    """
+
+    def node(
+        self, op_type: str, inputs: Sequence[str], *, output: str | None = None, **attributes: Any
+    ) -> str:
+        """Add the ONNX operator ``op_type`` (opset 17) on the values named ``inputs``, with its
+        ONNX ``attributes`` (ints, floats, strings or lists of them); returns the name of its
+        output (``output`` or the op type, made unique)."""
+        ...
+
+    def initializer(self, name: str, array: np.ndarray | float) -> str:
+        """Add a constant (floating values stored as float32, integers as int64); returns its
+        unique name, ``name`` prefixed with the layer's position (``"2.W"``)."""
+        ...
+
+
 class Rescaling(Layer):
     """Preprocessing held by the model: ``y = x * scale + offset``.
 
@@ -278,6 +326,12 @@ class Rescaling(Layer):
 
     def _backward(self, dy: np.ndarray, input_grad: bool) -> np.ndarray:
         return dy * dy.dtype.type(self.scale)
+
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        y = graph.node("Mul", [x, graph.initializer("scale", np.float32(self.scale))])
+        if self.offset:
+            y = graph.node("Add", [y, graph.initializer("offset", np.float32(self.offset))])
+        return y
 
     def config(self) -> dict[str, Any]:
         return {"scale": self.scale, "offset": self.offset}
@@ -381,6 +435,10 @@ class Dense(Layer):
         np.matmul(self._x.T, dy, out=self.grads["W"])
         return dx, ()
 
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        W, b = (graph.initializer(key, self.params[key]) for key in ("W", "b"))
+        return graph.node("Gemm", [x, W, b])  # x @ W + b
+
     def config(self) -> dict[str, Any]:
         return {
             "in_features": self.in_features,
@@ -431,6 +489,9 @@ class ReLU(_Activation):
         # derivative first (ReLU's backward runs on the widest arrays of a training step).
         return np.multiply(dy, self._y > 0, dtype=dy.dtype)
 
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        return graph.node("Relu", [x])
+
 
 class LeakyReLU(_Activation):
     """``y = x`` for ``x > 0`` else ``alpha * x``; ``alpha >= 0``."""
@@ -444,6 +505,9 @@ class LeakyReLU(_Activation):
 
     def _derivative(self, y: np.ndarray) -> np.ndarray:
         return F.leaky_relu_grad(y, self.alpha)  # sign(y) == sign(x) since alpha >= 0
+
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        return graph.node("LeakyRelu", [x], alpha=self.alpha)
 
     def config(self) -> dict[str, Any]:
         return {"alpha": self.alpha}
@@ -463,6 +527,9 @@ class Sigmoid(_Activation):
     def _derivative(self, y: np.ndarray) -> np.ndarray:
         return F.sigmoid_grad(y)
 
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        return graph.node("Sigmoid", [x])
+
 
 class Tanh(_Activation):
     """``y = tanh(x)``; ``dx = dy * (1 - y**2)``."""
@@ -472,6 +539,9 @@ class Tanh(_Activation):
 
     def _derivative(self, y: np.ndarray) -> np.ndarray:
         return F.tanh_grad(y)
+
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        return graph.node("Tanh", [x])
 
 
 class Softmax(Layer):
@@ -508,8 +578,34 @@ class Softmax(Layer):
         assert y is not None
         return y * (dy - (dy * y).sum(axis=1, keepdims=True))
 
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        return graph.node("Softmax", [x], axis=1)
 
-class Dropout(Layer):
+
+class _RandomLayer(Layer):
+    """A layer that draws from its own random generator in training (Dropout, augmentation).
+
+    The generator's position is the layer's extra state: saved with the model, so a resumed run
+    draws what it would have drawn, and replayed by the gradient check at every evaluation.
+    """
+
+    has_training_mode = True
+
+    def __init__(self, rng: np.random.Generator | int | None) -> None:
+        super().__init__()
+        self.rng = as_generator(rng)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        try:
+            self.rng.bit_generator.state = state["rng"]
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"{self!r}: bad random-generator state ({exc!r})") from exc
+
+
+class Dropout(_RandomLayer):
     """Inverted dropout: in training, zero each unit with probability ``p`` and scale the rest
     by ``1 / (1 - p)``, so inference needs no rescaling and is the identity.
 
@@ -521,13 +617,11 @@ class Dropout(Layer):
         Source of the masks.
     """
 
-    has_training_mode = True
     preserves_shape = True
 
     def __init__(self, p: float = 0.5, rng: np.random.Generator | int | None = None) -> None:
-        super().__init__()
+        super().__init__(rng)
         self.p = check_fraction(p, "p")
-        self.rng = as_generator(rng)
         self._mask: np.ndarray | None = None
 
     def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
@@ -541,18 +635,11 @@ class Dropout(Layer):
     def _backward(self, dy: np.ndarray, input_grad: bool) -> np.ndarray:
         return dy if self._mask is None else dy * self._mask
 
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        return x  # the identity at inference
+
     def config(self) -> dict[str, Any]:
         return {"p": self.p}
-
-    def get_extra_state(self) -> dict[str, Any]:
-        # The generator's position, so a resumed run draws the masks it would have drawn.
-        return {"rng": self.rng.bit_generator.state}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        try:
-            self.rng.bit_generator.state = state["rng"]
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise ValueError(f"{self!r}: bad random-generator state ({exc!r})") from exc
 
     def __repr__(self) -> str:
         return f"Dropout(p={self.p})"
@@ -636,11 +723,56 @@ class BatchNorm(Layer):
             return g * inv_std
         return (g - g.mean(axis=0) - xhat * (g * xhat).mean(axis=0)) * inv_std
 
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        # Inference: normalised by the running statistics, as forward(x, training=False) is.
+        names = [graph.initializer(k, self.params[k]) for k in ("gamma", "beta")]
+        names += [graph.initializer(k, self.buffers[k]) for k in ("running_mean", "running_var")]
+        return graph.node("BatchNormalization", [x, *names], epsilon=self.eps)
+
     def config(self) -> dict[str, Any]:
         return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}
 
     def __repr__(self) -> str:
         return f"BatchNorm({self.num_features})"
+
+
+class Flatten(Layer):
+    """Flattens each sample to a vector: ``(N, d1, d2, ...) -> (N, d1 * d2 * ...)``.
+
+    The bridge from images (or feature maps) to :class:`Dense` layers; a view, no copy.
+
+    Shape
+    -----
+    x : (N, ...) with at least one axis after N -> y : (N, prod(...))
+
+    Backward
+    --------
+    ``dx = dy`` reshaped to the input's shape.
+
+    Examples
+    --------
+    >>> Flatten().forward(np.zeros((4, 1, 28, 28), np.float32)).shape
+    (4, 784)
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._in_shape: tuple[int, ...] | None = None
+
+    def _check_input(self, x: np.ndarray) -> None:
+        if x.ndim < 2:
+            raise ValueError(f"Flatten expected input of shape (N, ...), got {x.shape}")
+
+    def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        self._in_shape = x.shape
+        return x.reshape(len(x), -1)
+
+    def _backward(self, dy: np.ndarray, input_grad: bool) -> np.ndarray:
+        assert self._in_shape is not None
+        return dy.reshape(self._in_shape)
+
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        return graph.node("Flatten", [x], axis=1)
 
 
 #: Activation names accepted by the model builders and the CLI.
