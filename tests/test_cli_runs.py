@@ -124,7 +124,7 @@ def test_resume_refuses_a_conflicting_data_option(tmp_path, capsys, option, mess
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err
-    assert err.startswith("chainrule: error: --resume keeps the saved run's data")
+    assert err.startswith("chainrule: error: --resume keeps the saved run's preset, data")
     assert (tmp_path / "model.npz").read_bytes() == before
 
 
