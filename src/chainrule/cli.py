@@ -50,7 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "preset": "default",
     "hidden": "512,256",
     "batch_norm": False,
-    "augment": 0,
+    "augment": 1,
     "activation": "relu",
     "optimizer": "adam",
     "lr": 1e-3,
