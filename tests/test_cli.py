@@ -20,9 +20,11 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One small real training run shared by the tests below (3,000 images, 2 epochs)."""
+    """One small real training run shared by the tests below (3,000 images, 2 epochs, a model
+    of flat vectors: no shifts)."""
     out = tmp_path_factory.mktemp("run")
     args = ["--subset", "3000", "--epochs", "2", "--batch-size", "32", "--hidden", "64", "--quiet"]
+    args += ["--augment", "0"]
     code = main(["train", *args, "--out", str(out)])
     assert code == 0
     return out
@@ -215,7 +217,7 @@ def test_no_plots_removes_the_previous_runs_plots(trained, tmp_path):
 def test_the_class_count_comes_from_all_the_labels(tmp_path):
     # The first 4 training images hold the labels 5, 0, 4, 1: the model still gets 10 outputs.
     argv = ["train", "--subset", "4", "--epochs", "1", "--validation-split", "0", "--quiet"]
-    assert main([*argv, "--hidden", "none", "--out", str(tmp_path)]) == 0
+    assert main([*argv, "--hidden", "none", "--augment", "0", "--out", str(tmp_path)]) == 0
     model = cr.load(tmp_path / "model.npz")
     assert repr(model) == "MLP(Rescaling(scale=0.00392157), Dense(784 -> 10))"  # softmax regression
     assert main(["evaluate", str(tmp_path / "model.npz")]) == 0
@@ -229,8 +231,11 @@ def test_images_that_are_not_square(tmp_path):
     for name, array in zip(cr.datasets.IDX_FILES, arrays, strict=True):
         cr.datasets.write_idx(data / name, np.ascontiguousarray(array).astype(np.uint8))
     out = tmp_path / "out"
-    assert main(["train", *SMALL, "--data-dir", str(data), "--out", str(out)]) == 0
+    argv = ["train", *SMALL, "--data-dir", str(data), "--out", str(out)]
+    assert main(argv) == 0
     assert (out / "misclassified.png").read_bytes().startswith(PNG)
+    assert cr.load(out / "model.npz").input_shape == (None, None, None)  # images, shifted
+    assert main([*argv, "--augment", "0"]) == 0
     assert cr.load(out / "model.npz").input_shape == (28 * 14,)
 
 
