@@ -38,6 +38,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -48,6 +49,7 @@ from typing import Any
 import numpy as np
 
 import chainrule as cr
+from chainrule import cli
 
 SCHEMA = 1
 MNIST_DIR = Path(cr.__file__).parent / "datasets" / "data" / "mnist"
@@ -59,6 +61,20 @@ SWEEP_PARTIAL_BELOW = 100
 SWEEP_PARTIAL_SAMPLES = 6000
 #: Share of the CPUs used by other processes during a timed run above which results are flagged.
 NOISY = 0.10
+#: PyTorch's intra-op threads (``--torch-threads``); the other contenders' BLAS: ``--threads``.
+TORCH_THREADS = 2
+#: The targets of the issue this benchmark answers: (workload, figure, comparison, bound).
+TARGETS = (
+    ("A", "chainrule_over_numpy", "<=", 1.0),
+    ("A", "chainrule_over_torch", "<=", 0.85),
+    ("A", "pct_of_limit", ">=", 55),
+    ("B", "chainrule_over_torch", "<=", 0.85),
+    ("B", "pct_of_limit", ">=", 85),
+    ("C", "chainrule_over_torch", "<=", 0.75),
+    ("D", "torch_over_chainrule", ">=", 1.2),
+    ("D", "pct_of_limit", ">=", 90),
+    ("E", "time_saved_pct", ">=", 25),
+)
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -283,7 +299,7 @@ def prepare_numpy(w: Workload, data: Data, seed: int) -> Trial:
 
 def prepare_chainrule(w: Workload, data: Data, seed: int) -> Trial:
     """``cr.fit`` for one epoch on the uint8 images, or ``model.predict`` for inference."""
-    model = cr.MLP(784, list(w.hidden), 10, rng=seed)
+    model = cr.MLP(784, list(w.hidden), 10, rescale=1 / 255, rng=seed)
     x, y = data.x_train, data.y_train
     if w.samples:
         x, y = x[: w.samples], y[: w.samples]
@@ -316,7 +332,7 @@ def prepare_torch(w: Workload, data: Data, seed: int) -> Trial:
     import torch
     from torch import nn
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(TORCH_THREADS)
     torch.manual_seed(seed)
     layers: list[nn.Module] = []
     for i, (fan_in, fan_out) in enumerate(itertools.pairwise(w.sizes)):
@@ -409,7 +425,7 @@ CONTENDERS: dict[str, Contender] = {
     "limit": Contender("limit", "GEMM-only limit", prepare_limit),
     "numpy": Contender("numpy", "NumPy loop", prepare_numpy),
     "chainrule": Contender("chainrule", "chainrule", prepare_chainrule),
-    "torch": Contender("torch", "PyTorch (2 thr)", prepare_torch, module="torch"),
+    "torch": Contender("torch", "PyTorch", prepare_torch, module="torch"),
     "sklearn": Contender("sklearn", "scikit-learn", prepare_sklearn, module="sklearn"),
 }
 
@@ -562,6 +578,7 @@ def summary(w: Workload, results: dict[str, Result], n_test: int) -> dict[str, f
     cr_t = med.get("chainrule")
     out: dict[str, float | None] = {
         "chainrule_over_torch": cr_t / med["torch"] if cr_t and "torch" in med else None,
+        "torch_over_chainrule": med["torch"] / cr_t if cr_t and "torch" in med else None,
         "chainrule_over_numpy": cr_t / med["numpy"] if cr_t and "numpy" in med else None,
         "chainrule_over_sklearn": cr_t / med["sklearn"] if cr_t and "sklearn" in med else None,
         "pct_of_limit": 100 * med["limit"] / cr_t if cr_t and "limit" in med else None,
@@ -646,7 +663,7 @@ def machine_info() -> dict[str, Any]:
     if "torch" in info:
         import torch
 
-        info["torch_threads"] = 2
+        info["torch_threads"] = TORCH_THREADS
         info["torch_mkl"] = bool(torch.backends.mkl.is_available())
     root = Path(__file__).resolve().parent.parent
     try:
@@ -695,6 +712,110 @@ def format_compare(new: dict[str, Any], old: dict[str, Any]) -> str:
         if a and b:
             lines.append(f"  {wk:<9}chainrule % of GEMM-only limit: {a:.0f}% -> {b:.0f}%")
     return "\n".join(lines)
+
+
+# -- chainrule train against a release ---------------------------------------------------------
+def _train_once(tree: Path, threads: int | None) -> dict[str, Any]:
+    """``chainrule train`` with its defaults, run from the source tree ``tree`` in a child
+    process (this Python and its packages); its ``summary.json`` (test accuracy, seconds)."""
+    with tempfile.TemporaryDirectory() as out:
+        argv = [sys.executable, "-m", "chainrule", "train", "--quiet", "--no-plots", "--out", out]
+        if threads is not None:
+            argv += ["--threads", str(threads)]
+        env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+        subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+        return json.loads((Path(out) / "summary.json").read_text())
+
+
+def run_release(baseline: Path, settings: Settings) -> dict[str, Any]:
+    """``chainrule train`` with its defaults: this tree against ``baseline`` (a checkout of the
+    release, e.g. ``git worktree add ../release <tag>``), alternating, ``settings.rounds``
+    each; the release runs as it did (it has no ``--threads``: its BLAS default)."""
+    trees = {"this tree": Path(__file__).resolve().parent.parent, "release": baseline.resolve()}
+    for tree in trees.values():  # untimed: compiled kernels cached, files in the page cache
+        _train_once_short(tree)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    meter = settings.meter
+    for r in range(settings.rounds):
+        for name in list(trees) if r % 2 else list(reversed(trees)):
+            meter.others()
+            summary_ = _train_once(trees[name], None)
+            summary_["others_cpu"] = meter.others()
+            runs[name].append(summary_)
+            if settings.verbose:
+                print(f"  [E {name} round {r + 1}: {summary_['train_seconds']:.1f} s]",
+                      file=sys.stderr, flush=True)  # fmt: skip
+    return {name: _release_row(rows) for name, rows in runs.items()} | {
+        "baseline": str(baseline),
+        "baseline_git": _git(baseline, "rev-parse", "--short", "HEAD"),
+    }
+
+
+def _train_once_short(tree: Path) -> None:
+    argv = [sys.executable, "-m", "chainrule", "train", "--quiet", "--no-plots", "--epochs", "1"]
+    with tempfile.TemporaryDirectory() as out:
+        env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+        argv += ["--subset", "2000", "--out", out]
+        subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+def _release_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    seconds = [r["train_seconds"] for r in rows]
+    return {
+        "train_seconds": seconds,
+        "median": statistics.median(seconds),
+        "test_accuracy": [r["test_accuracy"] for r in rows],
+        "threads": rows[0].get("threads"),
+        "fast_path": rows[0].get("fast_path"),
+        "others_cpu": [r["others_cpu"] for r in rows],
+    }
+
+
+def format_release(result: dict[str, Any]) -> str:
+    new, old = result["this tree"], result["release"]
+    saved = 100 * (1 - new["median"] / old["median"])
+    lines = [
+        f"(E) chainrule train with its defaults (12 epochs of 784-512-256-10, Adam), this tree "
+        f"against the release in {result['baseline']} (git {result['baseline_git']}); median of "
+        f"{len(new['train_seconds'])} alternating runs each",
+        f"  {'version':<11}{'train s':>9}{'min s':>9}{'max s':>9}{'test acc':>10}  threads",
+    ]
+    for name, row in (("this tree", new), ("release", old)):
+        acc = statistics.median(row["test_accuracy"])
+        threads = row["threads"] if row["threads"] is not None else "BLAS default"
+        lines.append(
+            f"  {name:<11}{row['median']:>9.1f}{min(row['train_seconds']):>9.1f}"
+            f"{max(row['train_seconds']):>9.1f}{acc:>10.4f}  {threads}"
+        )
+    lines.append(f"  => training time {saved:.0f}% lower than the release's")
+    busiest = max((v or 0.0 for row in (new, old) for v in row["others_cpu"]), default=0.0)
+    if busiest > NOISY:
+        lines.append(f"  !! other processes used up to {100 * busiest:.0f}% of the CPUs meanwhile")
+    result["summary"] = {"time_saved_pct": saved}
+    return "\n".join(lines)
+
+
+def format_targets(report: dict[str, Any]) -> str:
+    """Each target of the issue, met or not, from this run's figures."""
+    lines = ["Targets (this run):"]
+    for key, figure, op, bound in TARGETS:
+        value = report["workloads"].get(key, {}).get("summary", {}).get(figure)
+        if value is None:
+            lines.append(f"  {key} {figure} {op} {bound:g}: not measured in this run")
+            continue
+        met = value <= bound if op == "<=" else value >= bound
+        lines.append(f"  {key} {figure} {op} {bound:g}: {value:.2f} {'met' if met else 'NOT MET'}")
+    return "\n".join(lines)
+
+
+def _git(tree: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=tree, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None
 
 
 # -- sweep -----------------------------------------------------------------------------------------
@@ -810,6 +931,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="with --wait-idle: stop waiting and retrying after this much waiting in all",
     )
     p.add_argument(
+        "--threads",
+        type=int,
+        default=cli.DEFAULTS["threads"],
+        help="BLAS threads of the GEMM-only limit, the NumPy loop, chainrule and scikit-learn "
+        "(default: chainrule train's)",
+    )
+    p.add_argument(
+        "--torch-threads", type=int, default=TORCH_THREADS, help="PyTorch's intra-op threads"
+    )
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of the release to time chainrule train against (workload E), e.g. "
+        "made by: git worktree add ../chainrule-release <release commit>",
+    )
+    p.add_argument(
         "--contenders",
         default=",".join(CONTENDER_ORDER),
         help=f"comma-separated subset of {','.join(CONTENDER_ORDER)}",
@@ -828,11 +965,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown contender(s) {sorted(bad)}")
     if args.plot and not args.sweep:
         p.error("--plot draws the sweep: add --sweep")
+    if args.threads < 1 or args.torch_threads < 1:
+        p.error("--threads and --torch-threads must be >= 1")
+    if args.baseline is not None and not (args.baseline / "src" / "chainrule").is_dir():
+        p.error(f"--baseline {args.baseline}: no src/chainrule there")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    global TORCH_THREADS
+    TORCH_THREADS = args.torch_threads
+    with cr.threads(args.threads):  # every BLAS, SciPy's too (chainrule loads it first)
+        return run(args, argv)
+
+
+def run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    """Every workload asked for, the release comparison and the targets; returns 0."""
     contenders = []
     for key in CONTENDER_ORDER:
         if key not in args.contenders:
@@ -856,7 +1005,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"chainrule benchmark, {started:%Y-%m-%d %H:%M %Z}; {machine.get('cpu')}, "
         f"{machine['cpu_count']} CPUs; numpy {machine['numpy']} ({machine['numpy_blas']}), "
         f"torch {machine.get('torch', '-')}, scikit-learn {machine.get('sklearn', '-')}; "
-        f"{len(data.x_train):,} training images; git {machine['git']}\n",
+        f"{len(data.x_train):,} training images; git {machine['git']}; chainrule: "
+        f"{cr.kernels.describe()}; BLAS threads {args.threads}, PyTorch threads "
+        f"{args.torch_threads}\n",
         flush=True,
     )
     report: dict[str, Any] = {
@@ -871,6 +1022,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "n_test": len(data.x_test),
             "warmup_rounds": 1,
             "wait_idle": args.wait_idle,
+            "threads": args.threads,
+            "torch_threads": args.torch_threads,
+            "fast_path": cr.kernels.active(),
         },
         "workloads": {},
     }
@@ -883,6 +1037,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "contenders": {k: r.to_dict() for k, r in results.items()},
             "summary": summary(w, results, len(data.x_test)),
         }
+    if args.baseline is not None:
+        release = run_release(args.baseline, settings)
+        print(format_release(release) + "\n", flush=True)
+        report["workloads"]["E"] = release
+    print(format_targets(report) + "\n", flush=True)
     if args.sweep:
         rows = run_sweep(data, settings)
         report["sweep"] = rows

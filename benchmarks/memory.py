@@ -55,7 +55,7 @@ CHILD = textwrap.dedent(
     (x, y), (x_test, y_test) = load_mnist(normalize=False)
     report("MNIST loaded as uint8", bytes=int(x.nbytes + x_test.nbytes))
     (x, y), val = cr.train_validation_split(x, y, 0.1, rng=0)
-    model = cr.MLP(784, [512, 256], 10, dropout=0.2, rng=0)
+    model = cr.MLP(784, [512, 256], 10, dropout=0.2, rescale=1 / 255, rng=0)
     import tracemalloc
     tracemalloc.start()  # from here on: what the training loop allocates and keeps
     report("model built", params=int(model.num_params))

@@ -5,7 +5,7 @@ For one workload (default: 784-1000-10, SGD lr 0.1, batch 100, the benchmark's w
 1. the epoch time of ``cr.fit`` against the GEMM-only limit (from ``bench.py``);
 2. inclusive time per component, measured inside a real ``cr.fit`` epoch by timing wrappers
    installed on the layer, loss and optimizer *instances* and on ``chainrule.train``'s module
-   globals (``Batches``, ``to_labels``, ``_snapshot``), in this process only;
+   globals (``Batches``, ``as_labels``, ``snapshot``), in this process only;
 3. a ledger of the individual NumPy operations of one training step, each timed alone at the
    epoch's shapes and multiplied by its number of calls per epoch, grouped into GEMM,
    element-wise, gather/convert and per-batch checks, next to cheaper equivalents;
@@ -84,11 +84,11 @@ def instrument(
     patch(model, "backward", "backward (whole model)")
     patch(model, "_forward_trusted", "forward (whole model)")
     patch(model, "classes", "model.classes (argmax) per batch")
-    patch(loss, "forward", "loss.forward (checks + log_softmax)")
+    patch(loss, "_forward_trusted", "loss.forward (log_softmax)")
     patch(loss, "backward", "loss.backward (softmax - onehot)")
-    patch(optimizer, "step", "optimizer.step")
-    patch(cr_train, "to_labels", "to_labels per batch")
-    patch(cr_train, "_snapshot", "_snapshot (per epoch)")
+    patch(optimizer, "_step_trusted", "optimizer.step")
+    patch(cr_train, "as_labels", "as_labels per batch")
+    patch(cr_train, "snapshot", "snapshot (per epoch)")
 
     original_batches = cr_train.Batches
 
@@ -243,8 +243,8 @@ def ledger(
     add("loss", "loss.backward()", loss.backward)
     add(
         "checks",
-        "accuracy: argmax + to_labels + count_nonzero",
-        lambda: int(np.count_nonzero(logits.argmax(axis=1) == cr_train.to_labels(labels))),
+        "accuracy: argmax + as_labels + count_nonzero",
+        lambda: int(np.count_nonzero(logits.argmax(axis=1) == cr_train.as_labels(labels))),
     )
     return rows
 
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def fresh() -> tuple[cr.Sequential, cr.Optimizer, cr.Loss]:
         opt: cr.Optimizer = cr.SGD(lr=lr) if args.optimizer == "sgd" else cr.Adam(lr=lr)
-        return cr.MLP(784, list(hidden), 10, rng=0), opt, cr.SoftmaxCrossEntropy()
+        return cr.MLP(784, list(hidden), 10, rescale=1 / 255, rng=0), opt, cr.SoftmaxCrossEntropy()
 
     # 1. epoch vs limit, interleaved
     settle()
@@ -353,13 +353,13 @@ def main(argv: list[str] | None = None) -> int:
     top_level = (
         "Batches: gather + scale uint8",
         "forward (whole model)",
-        "loss.forward (checks + log_softmax)",
+        "loss.forward (log_softmax)",
         "loss.backward (softmax - onehot)",
         "backward (whole model)",
         "optimizer.step",
         "model.classes (argmax) per batch",
-        "to_labels per batch",
-        "_snapshot (per epoch)",
+        "as_labels per batch",
+        "snapshot (per epoch)",
     )
     accounted = 0.0
     for name in top_level:

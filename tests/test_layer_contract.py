@@ -167,6 +167,26 @@ def test_declared_shapes_are_what_the_layer_allocates(case: LayerCase):
     assert declared == {name: a.shape for name, a in arrays.items()}
 
 
+@pytest.mark.parametrize(
+    ("case", "training"), [(case, mode) for case in CASES for mode in modes(case)], ids=str
+)
+def test_a_later_call_never_overwrites_what_an_earlier_one_returned(case, training):
+    """Buffers are reused only where no caller can hold them: what forward and backward return
+    stays as it was through the next calls, and the input is never written."""
+    layer = case.build(np.float32)
+    x1, x2 = case.x(seed=1).astype(np.float32), case.x(seed=2).astype(np.float32)
+    x1_before = x1.copy()
+    y1 = layer.forward(x1, training)
+    y1_before = y1.copy()
+    dx1 = layer.backward(np.ones_like(y1))
+    dx1_before = dx1.copy()
+    y2 = layer.forward(x2, training)
+    layer.backward(np.full_like(y2, 2.0))
+    np.testing.assert_array_equal(x1, x1_before)
+    np.testing.assert_array_equal(y1, y1_before)
+    np.testing.assert_array_equal(dx1, dx1_before)
+
+
 # -- a user's own layer --------------------------------------------------------------------------
 class Scale(cr.Layer):
     """y = x * w, one learned weight per feature: a layer written outside chainrule."""

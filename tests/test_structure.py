@@ -18,9 +18,11 @@ README = PACKAGE.parents[1] / "README.md"
 # maths -> layers -> network -> checks -> training -> io and figures -> lessons -> cli / server
 RANKS: dict[str, int] = {
     "_checks": 0,
+    "_compiled": 0,
     "_version": 0,
     "functional": 0,
     "initializers": 0,
+    "kernels": 0,
     "numerical": 0,
     "metrics": 0,
     "data": 0,

@@ -7,13 +7,14 @@
 True
 """
 
-from . import datasets, metrics, optim, schedules
+from . import datasets, kernels, metrics, optim, schedules
 from ._version import __version__
 from .augmentation import RandomShift
 from .data import train_validation_split
 from .export import export_onnx
 from .gradcheck import GradientCheckError, GradientCheckReport, gradient_check
 from .io import Checkpoint, load, load_checkpoint, save
+from .kernels import threads
 from .layers import (
     BatchNorm,
     Dense,
@@ -96,6 +97,7 @@ __all__ = [
     "fit",
     "gradient_check",
     "gradient_descent",
+    "kernels",
     "load",
     "load_checkpoint",
     "metrics",
@@ -103,5 +105,6 @@ __all__ = [
     "optim",
     "save",
     "schedules",
+    "threads",
     "train_validation_split",
 ]

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 
+from . import kernels
 from ._version import __version__
 from .io import Checkpoint, atomic_write, load_checkpoint, save
 from .losses import LOSSES, SoftmaxCrossEntropy
@@ -61,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "schedule": "cosine",
     "validation_split": 0.1,
     "seed": 0,
+    "threads": 1,
     "out": "runs/mnist",
 }
 
@@ -277,6 +279,13 @@ def _add_train(sub: Any) -> None:
         help="passes over the training set",
     )
     train.add_argument("--out", type=Path, default=Path(d["out"]), help="output directory")
+    train.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=d["threads"],
+        help="threads for BLAS and the compiled kernels; results are bit for bit the same only "
+        "with the same count on the same kind of CPU (README, Performance)",
+    )
     train.add_argument(
         "--resume",
         action="store_true",
@@ -560,7 +569,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(
             f"training {run.model!r}\n{run.model.num_params:,} parameters, {n_train:,} training "
-            f"images, {_describe_optimizer(run.optimizer)}",
+            f"images, {_describe_optimizer(run.optimizer)}; {kernels.describe()}, "
+            f"{args.threads} thread{'s' if args.threads > 1 else ''}",
             flush=True,
         )
     try:
@@ -765,6 +775,7 @@ def _train(args: argparse.Namespace, run: _Run, x: np.ndarray, y: np.ndarray) ->
             seed=args.seed,
             callbacks=callbacks,
             initial_epoch=initial_epoch,
+            threads=args.threads,
         )
     finally:
         if progress is not None:
@@ -817,6 +828,8 @@ def _finish(args: argparse.Namespace, run: _Run, test: _TestSet) -> int:
     summary.update(
         train_seconds=round(sum(run.seconds), 2),
         epochs=len(run.history),
+        threads=args.threads,
+        fast_path=kernels.active(),
         model=repr(run.model),
         options=_saved_options(args),
         command=" ".join(["chainrule", *sys.argv[1:]]) if sys.argv else "chainrule",

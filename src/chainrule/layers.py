@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from . import functional as F
+from . import kernels
 from ._checks import (
     as_generator,
     as_input,
@@ -62,7 +63,9 @@ class Layer:
     * :meth:`config` and :meth:`declared_shapes`: how to rebuild it, and what it will allocate;
     * :meth:`get_extra_state` / :meth:`set_extra_state`: state beyond arrays (a random generator);
     * :meth:`to_onnx`: the ONNX nodes that compute its inference forward pass, for
-      :func:`~chainrule.export_onnx` (a layer without them cannot be exported).
+      :func:`~chainrule.export_onnx` (a layer without them cannot be exported);
+    * optionally ``_backward_update``: a backward pass that applies plain SGD inside the matrix
+      product that makes a weight gradient (the training loop's fast path; Dense has one).
 
     Every public subclass defined inside chainrule registers itself in :data:`LAYERS` by name;
     a user's own subclass loads with ``cr.load(path, custom_layers={"Name": cls})``.
@@ -203,8 +206,9 @@ class Layer:
         return f"{type(self).__name__}()"
 
     # -- used by Sequential, which checks the network's input once ----------------------------
-    def _call(self, x: np.ndarray, training: bool) -> np.ndarray:
-        self._check_input(x)
+    def _call(self, x: np.ndarray, training: bool, check: bool = True) -> np.ndarray:
+        if check:
+            self._check_input(x)
         y = self._forward(x, training)
         self._out_shape = y.shape
         return y
@@ -237,6 +241,21 @@ class Layer:
     def _backward(self, dy: np.ndarray, input_grad: bool) -> np.ndarray | None:
         """Fill ``self.grads``; return ``dL/dx`` (``None`` allowed when ``input_grad`` is False)."""
         raise NotImplementedError
+
+    # -- may override: the training loop's fused step ---------------------------------------
+    def _backward_update(
+        self, dy: np.ndarray, input_grad: bool, alpha: float, beta: float
+    ) -> tuple[np.ndarray | None, tuple[str, ...]]:
+        """:meth:`_backward`, applying plain SGD to the parameters whose gradient is a matrix
+        product inside that product: ``p = beta * p + alpha * dL/dp`` in one BLAS call
+        (:func:`chainrule.kernels.gemm_update`), instead of writing ``grads[name]``.
+
+        Returns ``dL/dx``, computed with the parameters as they were before the step, and the
+        names of the parameters it updated; the training loop's optimizer updates the others from
+        ``grads``. The default updates none. Only the training loop calls this, and only for
+        plain SGD on the fast path (:meth:`chainrule.Optimizer.gemm_coefficients`).
+        """
+        return self._backward(dy, input_grad), ()
 
 
 #: Every layer class by name, for loading saved models; filled as the classes are defined.
@@ -402,6 +421,19 @@ class Dense(Layer):
         np.matmul(self._x.T, dy, out=self.grads["W"])
         np.sum(dy, axis=0, out=self.grads["b"])
         return dy @ W.T if input_grad else None
+
+    def _backward_update(
+        self, dy: np.ndarray, input_grad: bool, alpha: float, beta: float
+    ) -> tuple[np.ndarray | None, tuple[str, ...]]:
+        assert self._x is not None
+        W = self.params["W"]
+        dy = dy.astype(W.dtype, copy=False)
+        dx = dy @ W.T if input_grad else None  # first: the layer below needs W before its step
+        np.sum(dy, axis=0, out=self.grads["b"])
+        if kernels.gemm_update(self._x, dy, W, alpha, beta):  # W = beta W + alpha x.T @ dy
+            return dx, ("W",)
+        np.matmul(self._x.T, dy, out=self.grads["W"])
+        return dx, ()
 
     def to_onnx(self, graph: OnnxGraph, x: str) -> str:
         W, b = (graph.initializer(key, self.params[key]) for key in ("W", "b"))

@@ -57,7 +57,12 @@ class Loss:
                 f"{type(self).__name__}: batch sizes differ: y has shape {y.shape}, "
                 f"t has shape {t.shape}"
             )
-        return float(self._forward(y, t))
+        return float(self._forward(y, self._target(y, t)))
+
+    def _forward_trusted(self, y: np.ndarray, t: np.ndarray) -> float:
+        """:meth:`forward` of the training loop, whose targets were checked once, before its
+        first step (:meth:`check_target`), and whose ``y`` is the model's finite output."""
+        return float(self._forward(y, self._as_target(y, t)))
 
     def backward(self) -> np.ndarray:
         """``dL/dy`` for the last ``forward``, of the shape and dtype of its ``y``."""
@@ -97,7 +102,13 @@ class Loss:
         (a subclass that does not override this gets its targets checked batch by batch only)."""
         return t
 
-    def _forward(self, y: np.ndarray, t: np.ndarray) -> float:
+    def _as_target(self, y: np.ndarray, t: np.ndarray) -> Any:
+        """What :meth:`_target` returns, for a target already checked (the default checks
+        anyway: a subclass that checks in ``_target`` and does not override this is safe)."""
+        return self._target(y, t)
+
+    def _forward(self, y: np.ndarray, t: Any) -> float:
+        """The mean loss for ``t`` as :meth:`_target` returns it; caches what backward needs."""
         raise NotImplementedError
 
     def _backward(self, *args: Any) -> np.ndarray:
@@ -138,6 +149,11 @@ def _class_target(
     return None, t
 
 
+def _as_class_target(y: np.ndarray, t: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """:func:`_class_target` for a target already checked."""
+    return (t, None) if t.ndim == 1 else (None, t.astype(y.dtype, copy=False))
+
+
 def _check_probabilities(loss: Loss, y: np.ndarray) -> None:
     if y.min() < 0 or y.max() > 1:
         raise ValueError(
@@ -167,8 +183,11 @@ class MeanSquaredError(Loss):
     def _target(self, y: np.ndarray, t: np.ndarray) -> np.ndarray:
         return _same_shape_target(self, y, t)
 
+    def _as_target(self, y: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return t.astype(y.dtype, copy=False)
+
     def _forward(self, y: np.ndarray, t: np.ndarray) -> float:
-        diff = y - self._target(y, t)
+        diff = y - t
         scale = (1.0 if self.half else 2.0) / y.size
         self._grad_args = (diff, scale)
         return float(np.vdot(diff, diff)) / y.size * (0.5 if self.half else 1.0)
@@ -195,8 +214,13 @@ class SoftmaxCrossEntropy(Loss):
     def _target(self, y: np.ndarray, t: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
         return _class_target(self, y, t)
 
-    def _forward(self, y: np.ndarray, t: np.ndarray) -> float:
-        labels, onehot = self._target(y, t)
+    def _as_target(
+        self, y: np.ndarray, t: np.ndarray
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        return _as_class_target(y, t)
+
+    def _forward(self, y: np.ndarray, t: tuple[np.ndarray | None, np.ndarray | None]) -> float:
+        labels, onehot = t
         logp = F.log_softmax(y)
         n = y.shape[0]
         self._grad_args = (logp, labels, onehot)
@@ -237,8 +261,13 @@ class CrossEntropy(Loss):
     def _target(self, y: np.ndarray, t: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
         return _class_target(self, y, t)
 
-    def _forward(self, y: np.ndarray, t: np.ndarray) -> float:
-        labels, onehot = self._target(y, t)
+    def _as_target(
+        self, y: np.ndarray, t: np.ndarray
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        return _as_class_target(y, t)
+
+    def _forward(self, y: np.ndarray, t: tuple[np.ndarray | None, np.ndarray | None]) -> float:
+        labels, onehot = t
         _check_probabilities(self, y)
         if labels is not None:  # not the hot path: one code path via one-hot rows
             onehot = np.zeros_like(y)
@@ -280,8 +309,10 @@ class BinaryCrossEntropy(Loss):
             raise ValueError("BinaryCrossEntropy: target values must lie in [0, 1]")
         return t
 
+    def _as_target(self, y: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return t.astype(y.dtype, copy=False)
+
     def _forward(self, y: np.ndarray, t: np.ndarray) -> float:
-        t = self._target(y, t)
         n = y.shape[0] if self.reduction == "batchmean" else y.size
         self._grad_args = (y, t, n)
         if self.from_logits:

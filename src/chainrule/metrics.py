@@ -6,7 +6,7 @@ import numpy as np
 
 from ._checks import check_array, check_finite, check_int
 
-__all__ = ["accuracy", "confusion_matrix", "per_class_accuracy", "to_labels"]
+__all__ = ["accuracy", "as_labels", "confusion_matrix", "per_class_accuracy", "to_labels"]
 
 
 def to_labels(y: np.ndarray, name: str = "y") -> np.ndarray:
@@ -14,9 +14,14 @@ def to_labels(y: np.ndarray, name: str = "y") -> np.ndarray:
     sigmoid output ``(N, 1)`` (threshold 0.5)."""
     y = check_array(y, name, ndim=(1, 2))
     check_finite(y, name)  # argmax would silently take a NaN for the largest score
+    if y.ndim == 1 and not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"{name} labels must be integers, got dtype {y.dtype}")
+    return as_labels(y)
+
+
+def as_labels(y: np.ndarray) -> np.ndarray:
+    """:func:`to_labels` of targets already checked (the training loop's, batch by batch)."""
     if y.ndim == 1:
-        if not np.issubdtype(y.dtype, np.integer):
-            raise TypeError(f"{name} labels must be integers, got dtype {y.dtype}")
         return y
     if y.shape[1] == 1:
         return (y[:, 0] > 0.5).astype(np.int64)

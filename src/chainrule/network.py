@@ -157,32 +157,62 @@ class Sequential:
         """
         return self._forward_trusted(as_input(x, self.dtype), training)
 
-    def _forward_trusted(self, x: np.ndarray, training: bool) -> np.ndarray:
-        """:meth:`forward` for a batch already checked and in the network's dtype (the training
-        loop checks its data set once, not every batch)."""
+    def _forward_trusted(self, x: np.ndarray, training: bool, check: bool = True) -> np.ndarray:
+        """:meth:`forward` for a batch already checked and in the network's dtype; with
+        ``check=False`` the layers do not check their inputs either (the training loop checks its
+        samples against every layer once, before its first step, not every batch)."""
         # exp(-100) in float32, a saturated sigmoid times a small gradient: underflow to 0 is the
         # right answer, not a FloatingPointError for code running under np.errstate(all="raise").
         with np.errstate(under="ignore"):
             for layer in self.layers:
-                x = layer._call(x, training)
+                x = layer._call(x, training, check)
         return x
 
     def backward(self, dy: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         """Back-propagate ``dy = dL/d(output)`` through every layer, last to first.
 
         Fills every layer's ``grads`` and returns ``dL/dx`` for the network's input, or ``None``
-        with ``input_grad=False`` (training needs no input gradient, which saves the first
-        layer's largest matrix product).
+        with ``input_grad=False``: training needs no input gradient, so the pass then stops at
+        the first layer that holds parameters (which computes no input gradient either: its
+        largest matrix product saved; the layers below it have nothing to learn).
         """
         last = len(self.layers) - 1
+        stop = 0 if input_grad else min(self._first_trained(), last)
         # Only the caller's dy needs checking: each layer below receives the gradient its own
         # forward output shape implies.
         with np.errstate(under="ignore"):  # as in forward
-            grad = self.layers[last]._backward_checked(dy, last > 0 or input_grad)
-            for i in range(last - 1, -1, -1):
+            grad = self.layers[last]._backward_checked(dy, last > stop or input_grad)
+            for i in range(last - 1, stop - 1, -1):
                 assert grad is not None
-                grad = self.layers[i]._backward(grad, i > 0 or input_grad)
-        return grad
+                grad = self.layers[i]._backward(grad, i > stop or input_grad)
+        return grad if input_grad else None
+
+    def _first_trained(self) -> int:
+        """The index of the first layer that holds parameters (``len(self)`` if none does)."""
+        return next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
+
+    def _backward_trusted(self, dy: np.ndarray) -> None:
+        """:meth:`backward` of the training loop: ``dy`` from its own loss, no input gradient."""
+        grad: np.ndarray | None = dy
+        stop = self._first_trained()
+        with np.errstate(under="ignore"):
+            for i in range(len(self.layers) - 1, stop - 1, -1):
+                assert grad is not None
+                grad = self.layers[i]._backward(grad, i > stop)
+
+    def _backward_update(self, dy: np.ndarray, alpha: float, beta: float) -> set[str]:
+        """:meth:`_backward_trusted` in which the layers that can apply plain SGD
+        (``p = beta * p + alpha * grad``) inside a matrix product do so (see
+        :meth:`Layer._backward_update`); returns the names of the parameters updated."""
+        grad: np.ndarray | None = dy
+        stop = self._first_trained()
+        updated: set[str] = set()
+        with np.errstate(under="ignore"):
+            for i in range(len(self.layers) - 1, stop - 1, -1):
+                assert grad is not None
+                grad, names = self.layers[i]._backward_update(grad, i > stop, alpha, beta)
+                updated.update(f"{i}.{name}" for name in names)
+        return updated
 
     __call__ = forward
 

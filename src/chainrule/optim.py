@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
 
+from . import kernels
 from ._checks import check_fraction, check_int, check_positive
 
 __all__ = [
@@ -30,6 +32,10 @@ __all__ = [
     "Optimizer",
     "RMSProp",
 ]
+
+
+#: A compiled loop and the scalars it takes after the arrays (see :meth:`Optimizer._kernel`).
+Kernel = tuple[Callable[..., None], tuple[float | bool, ...]]
 
 
 def _buffer(store: dict[str, np.ndarray], name: str, like: np.ndarray) -> np.ndarray:
@@ -54,6 +60,14 @@ class Optimizer:
 
     #: Names of the per-parameter state arrays, created as zeros on the first step.
     slots: ClassVar[tuple[str, ...]] = ()
+    #: Whether :meth:`_kernel` is the compiled twin of this class's :meth:`_update`.
+    _has_kernel: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A subclass that changes the NumPy update without its compiled twin (a user's own rule)
+        # runs the NumPy update: an inherited kernel would compute its parent's rule.
+        cls._has_kernel = "_kernel" in vars(cls) or (cls._has_kernel and "_update" not in vars(cls))
 
     def __init__(self, lr: float = 0.01, weight_decay: float = 0.0) -> None:
         self.lr = check_positive(lr, "learning rate", allow_zero=True)
@@ -81,15 +95,45 @@ class Optimizer:
                     f"gradient {name} has shape {grads[name].shape}, parameter {p.shape}"
                 )
         self.check_params(params)  # all checked before any parameter changes
+        self._step_trusted(params, grads)
+
+    def _step_trusted(
+        self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]
+    ) -> None:
+        """:meth:`step` without its checks: the training loop checks the optimizer against the
+        model once, before its first step. ``grads`` may hold more names than ``params``.
+
+        Each parameter is updated by the compiled kernel of this rule when the fast path is
+        active (:mod:`chainrule.kernels`), else by its NumPy code.
+        """
         self.iterations += 1
+        kernel = self._kernel(kernels.compiled()) if self._has_kernel and kernels.active() else None
         for name, p in params.items():
             g = grads[name]
+            if name not in self.state:
+                self.state[name] = {slot: np.zeros_like(p) for slot in self.slots}
+            state = self.state[name]
+            flat = (
+                None if kernel is None else kernels.views(p, g, *map(state.__getitem__, self.slots))
+            )
+            if kernel is not None and flat is not None:
+                loop, scalars = kernel
+                real = p.dtype.type  # float32 scalars keep float32 arithmetic float32
+                loop(*flat, *(a if isinstance(a, bool) else real(a) for a in scalars))
+                continue
             if self.weight_decay and not self.decoupled:
                 g = np.multiply(p, self.weight_decay, out=_buffer(self._decayed, name, p))
                 g += grads[name]
-            if name not in self.state:
-                self.state[name] = {slot: np.zeros_like(p) for slot in self.slots}
-            self._update(p, g, self.state[name], _buffer(self._scratch, name, p))
+            self._update(p, g, state, _buffer(self._scratch, name, p))
+
+    def gemm_coefficients(self) -> tuple[float, float] | None:
+        """``(alpha, beta)`` if this optimizer's step is ``p = beta * p + alpha * grad`` for every
+        parameter, with no state: plain SGD (``alpha = -lr``, ``beta = 1 - lr * weight_decay``).
+
+        A layer whose gradient is a matrix product can then apply the step inside that product
+        (see :meth:`chainrule.Layer._backward_update`). None for every rule with state.
+        """
+        return None
 
     def check_params(self, params: Mapping[str, np.ndarray]) -> None:
         """Raise ``ValueError`` unless the state held fits ``params`` (names, shapes, dtypes).
@@ -117,8 +161,14 @@ class Optimizer:
         """Update ``p`` in place from ``g``; ``tmp`` is scratch space of ``p``'s shape and dtype.
 
         Written with ``out=`` and in-place operators: no temporaries, and Python-float scalars,
-        which keep float32 arrays float32.
+        which keep float32 arrays float32. This is the reference the compiled kernel follows.
         """
+        raise NotImplementedError
+
+    def _kernel(self, compiled: ModuleType) -> Kernel:
+        """The compiled twin of :meth:`_update`, weight decay included: a loop of
+        :mod:`chainrule._compiled` and the scalars it takes after the arrays (the parameter, its
+        gradient, its state in the order of :attr:`slots`)."""
         raise NotImplementedError
 
     def config(self) -> dict[str, Any]:
@@ -191,6 +241,14 @@ class SGD(Optimizer):
     ) -> None:
         p -= np.multiply(g, self.lr, out=tmp)
 
+    def _kernel(self, compiled: ModuleType) -> Kernel:
+        return compiled.sgd, (self.lr, self.weight_decay)
+
+    def gemm_coefficients(self) -> tuple[float, float] | None:
+        if not self._has_kernel:  # a subclass with a rule of its own
+            return None
+        return -self.lr, 1.0 - self.lr * self.weight_decay
+
 
 class Momentum(SGD):
     """SGD with momentum: ``v = momentum * v + g; p -= lr * v``.
@@ -214,6 +272,12 @@ class Momentum(SGD):
         v += g
         p -= np.multiply(v, self.lr, out=tmp)
 
+    def _kernel(self, compiled: ModuleType) -> Kernel:
+        return compiled.momentum, (self.lr, self.weight_decay, self.momentum, False)
+
+    def gemm_coefficients(self) -> tuple[float, float] | None:
+        return None  # the velocity is state: the step is not a multiple of this gradient
+
     def config(self) -> dict[str, Any]:
         return {**super().config(), "momentum": self.momentum}
 
@@ -233,6 +297,9 @@ class Nesterov(Momentum):
         tmp *= self.lr
         p -= tmp
 
+    def _kernel(self, compiled: ModuleType) -> Kernel:
+        return compiled.momentum, (self.lr, self.weight_decay, self.momentum, True)
+
 
 class AdaGrad(Optimizer):
     """Per-parameter rates from the sum of squared gradients:
@@ -250,6 +317,10 @@ class AdaGrad(Optimizer):
         h = state["h"]
         h += np.multiply(g, g, out=tmp)
         self._scaled_step(p, g, h, tmp)
+
+    def _kernel(self, compiled: ModuleType) -> Kernel:
+        # h = decay * h + gain * g**2 with decay = gain = 1: the sum
+        return compiled.scaled, (self.lr, self.weight_decay, self.eps, 1.0, 1.0)
 
     def _scaled_step(self, p: np.ndarray, g: np.ndarray, h: np.ndarray, tmp: np.ndarray) -> None:
         """``p -= lr * g / (sqrt(h) + eps)``."""
@@ -282,6 +353,9 @@ class RMSProp(AdaGrad):
         h += tmp
         self._scaled_step(p, g, h, tmp)
 
+    def _kernel(self, compiled: ModuleType) -> Kernel:
+        return compiled.scaled, (self.lr, self.weight_decay, self.eps, self.rho, 1 - self.rho)
+
     def config(self) -> dict[str, Any]:
         return {**super().config(), "rho": self.rho}
 
@@ -312,21 +386,34 @@ class Adam(Optimizer):
     def _update(
         self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray], tmp: np.ndarray
     ) -> None:
-        m, v, t = state["m"], state["v"], self.iterations
+        m, v = state["m"], state["v"]
         m *= self.beta1
         m += np.multiply(g, 1 - self.beta1, out=tmp)
         v *= self.beta2
         np.multiply(g, g, out=tmp)
         tmp *= 1 - self.beta2
         v += tmp
-        # Fold both bias corrections into one step size (Kingma & Ba, section 2).
-        correction = math.sqrt(1 - self.beta2**t)
-        step = self.lr * correction / (1 - self.beta1**t)
+        eps, step = self._corrected()
         np.sqrt(v, out=tmp)
-        tmp += self.eps * correction
+        tmp += eps
         np.divide(m, tmp, out=tmp)
         tmp *= step
         p -= tmp
+
+    def _corrected(self) -> tuple[float, float]:
+        """``eps`` and the step size with both bias corrections folded in (Kingma & Ba,
+        section 2): ``lr * m_hat / (sqrt(v_hat) + eps) = step * m / (sqrt(v) + eps')``."""
+        t = self.iterations
+        correction = math.sqrt(1 - self.beta2**t)
+        return self.eps * correction, self.lr * correction / (1 - self.beta1**t)
+
+    def _kernel(self, compiled: ModuleType) -> Kernel:
+        return compiled.adam, self._adam_scalars(self.weight_decay, 1.0)
+
+    def _adam_scalars(self, coupled_decay: float, shrink: float) -> tuple[float, ...]:
+        """The compiled loop's scalars (AdamW: no coupled decay, ``shrink = 1 - lr * decay``)."""
+        b1, b2 = self.beta1, self.beta2
+        return (coupled_decay, shrink, b1, 1 - b1, b2, 1 - b2, *self._corrected())
 
     def config(self) -> dict[str, Any]:
         return {
@@ -357,6 +444,9 @@ class AdamW(Adam):
     ) -> None:
         p *= 1 - self.lr * self.weight_decay
         super()._update(p, g, state, tmp)
+
+    def _kernel(self, compiled: ModuleType) -> Kernel:
+        return compiled.adam, self._adam_scalars(0.0, 1 - self.lr * self.weight_decay)
 
 
 #: Optimizers by the names the CLI and saved models use.

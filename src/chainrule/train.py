@@ -12,6 +12,7 @@ once, at :func:`fit`'s boundary; the loop itself trusts its batches.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from . import kernels
 from ._checks import check_array, check_int, check_labels, check_positive
 from .callbacks import (
     Callback,
@@ -31,7 +33,7 @@ from .callbacks import (
 from .data import Batches, check_dataset, train_validation_split
 from .history import History
 from .losses import LOSSES, Loss
-from .metrics import to_labels
+from .metrics import as_labels
 from .network import Sequential
 from .optim import OPTIMIZERS, Optimizer
 
@@ -102,6 +104,7 @@ def fit(
     callbacks: Sequence[Callback] | None = None,
     initial_epoch: int = 0,
     divergence_factor: float | None = 1e4,
+    threads: int | None = None,
 ) -> History:
     """Train ``model`` by mini-batch back-propagation.
 
@@ -140,6 +143,11 @@ def fit(
         ``max(1, loss of the first batch)``: a learning rate far too large can blow the loss up
         by many orders of magnitude and kill every ReLU without ever producing NaN (Adam's step
         is bounded by its rate). ``None`` stops on NaN and infinity only.
+    threads : int, optional
+        Use at most this many threads in BLAS and the compiled kernels while training (see
+        :func:`chainrule.threads`; needs threadpoolctl). ``None`` leaves the libraries' own
+        setting (one thread per core unless set otherwise). A run is repeatable bit for bit
+        with the same thread count on the same kind of CPU.
 
     Returns
     -------
@@ -173,6 +181,8 @@ def fit(
     if seed is None:
         seed = int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]
     seed = check_int(seed, "seed", minimum=0)
+    if threads is not None:
+        threads = check_int(threads, "threads")
     x, y, validation = _training_data(x, y, validation_data, validation_split, seed)
     _check_against_model(model, loss, optimizer, x, y, validation)
     guard = _DivergenceGuard(model, optimizer, divergence_factor)
@@ -181,24 +191,28 @@ def fit(
     history = History()
     run = TrainingRun(model, optimizer, history, epochs, len(batches), validation is not None)
     callbacks = list(callbacks or [])
-    for cb in callbacks:
-        cb.on_train_begin(run)
-    for epoch in range(initial_epoch, epochs):
+    with contextlib.nullcontext() if threads is None else kernels.threads(threads):
+        fuse = kernels.fold_pays()
         for cb in callbacks:
-            cb.on_epoch_begin(run, epoch)
-        start = time.perf_counter()
-        order = np.random.default_rng([seed, epoch]) if shuffle else None
-        logs = _train_epoch(run, batches.epoch(order), loss, guard, epoch, callbacks)
-        if validation is not None:
-            val = evaluate(model, *validation, loss)
-            logs.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
-        history.append(epoch=epoch, **logs, lr=optimizer.lr, seconds=time.perf_counter() - start)
+            cb.on_train_begin(run)
+        for epoch in range(initial_epoch, epochs):
+            for cb in callbacks:
+                cb.on_epoch_begin(run, epoch)
+            start = time.perf_counter()
+            order = np.random.default_rng([seed, epoch]) if shuffle else None
+            logs = _train_epoch(run, batches.epoch(order), loss, guard, epoch, callbacks, fuse)
+            if validation is not None:
+                val = evaluate(model, *validation, loss)
+                logs.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+            history.append(
+                epoch=epoch, **logs, lr=optimizer.lr, seconds=time.perf_counter() - start
+            )
+            for cb in callbacks:
+                cb.on_epoch_end(run, epoch, logs)
+            if run.stop:
+                break
         for cb in callbacks:
-            cb.on_epoch_end(run, epoch, logs)
-        if run.stop:
-            break
-    for cb in callbacks:
-        cb.on_train_end(run)
+            cb.on_train_end(run)
     return history
 
 
@@ -278,7 +292,7 @@ class _Tally:
 
     def add(self, model: Sequential, value: float, out: np.ndarray, yb: np.ndarray) -> None:
         self.loss += value * len(yb)
-        self.correct += int(np.count_nonzero(model.classes(out) == to_labels(yb)))
+        self.correct += int(np.count_nonzero(model.classes(out) == as_labels(yb)))
         self.seen += len(yb)
 
     def logs(self) -> dict[str, float]:
@@ -292,8 +306,14 @@ def _train_epoch(
     guard: _DivergenceGuard,
     epoch: int,
     callbacks: Sequence[Callback],
+    fuse: bool = False,
 ) -> dict[str, float]:
-    """One pass over the batches: forward, loss, backward, update; returns the epoch's logs."""
+    """One pass over the batches: forward, loss, backward, update; returns the epoch's logs.
+
+    ``fuse`` lets layers apply plain SGD inside the matrix products of their gradients (see
+    :func:`_backward_and_update`); without it every gradient is in ``model.grads`` before the
+    update (a gradient to be summed over processes first, say).
+    """
     model, optimizer = run.model, run.optimizer
     params, grads = model.params, model.grads  # the layers' own arrays, updated in place
     guard.begin_epoch()
@@ -301,21 +321,43 @@ def _train_epoch(
     b = 0
     for b, (xb, yb) in enumerate(batches):
         # A diverging run overflows: detected by the guard and raised as DivergenceError, not as
-        # a floating-point warning from inside a layer (fatal under warnings-as-errors).
-        with np.errstate(over="ignore", invalid="ignore"):
-            out = model._forward_trusted(xb, training=True)
-            value = loss.forward(out, yb) if np.isfinite(out).all() else np.nan
-        guard.check_loss(value, epoch, b)
-        with np.errstate(over="ignore", invalid="ignore"):
-            model.backward(loss.backward(), input_grad=False)
-            optimizer.step(params, grads)
-        tally.add(model, value, out, yb)
+        # a floating-point warning from inside a layer (fatal under warnings-as-errors). Underflow
+        # to 0 is the right answer (see Sequential.forward).
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            out = model._forward_trusted(xb, training=True, check=False)
+            value = loss._forward_trusted(out, yb) if np.isfinite(out).all() else np.nan
+            guard.check_loss(value, epoch, b)
+            _backward_and_update(model, optimizer, params, grads, loss.backward(), fuse)
+            tally.add(model, value, out, yb)
         for cb in callbacks:
             cb.on_batch_end(run, b, value)
         if run.stop:  # a callback may end training mid-epoch (a time budget, say)
             break
     guard.check_state(epoch, b)
     return tally.logs()
+
+
+def _backward_and_update(
+    model: Sequential,
+    optimizer: Optimizer,
+    params: dict[str, np.ndarray],
+    grads: dict[str, np.ndarray],
+    dy: np.ndarray,
+    fuse: bool = False,
+) -> None:
+    """Back-propagate ``dy``, then update the parameters: the one place where a training step
+    makes its gradients and uses them. Every layer back-propagates before any parameter
+    changes, except where a layer folds plain SGD into the matrix product of its weight
+    gradient (fast path, ``fuse``): it computes its input gradient first, then updates that
+    weight in the product, and ``grads`` of that weight is not written.
+    """
+    coefficients = optimizer.gemm_coefficients() if fuse else None
+    if coefficients is None:
+        model._backward_trusted(dy)
+        optimizer._step_trusted(params, grads)
+    else:
+        done = model._backward_update(dy, *coefficients)
+        optimizer._step_trusted({k: p for k, p in params.items() if k not in done}, grads)
 
 
 class _DivergenceGuard:
@@ -410,7 +452,7 @@ def evaluate(
         out = model.forward(xb)
         if loss is not None:
             total_loss += loss.forward(out, yb) * len(xb)
-        correct += int(np.count_nonzero(model.classes(out) == to_labels(yb)))
+        correct += int(np.count_nonzero(model.classes(out) == as_labels(yb)))  # checked above
     result = {"accuracy": correct / len(x)}
     if loss is not None:
         result["loss"] = total_loss / len(x)
