@@ -29,6 +29,7 @@ from .callbacks import (
     snapshot,
 )
 from .data import Batches, check_dataset, train_validation_split
+from .distributed import GradientSum, MPIGroup, layer_settings
 from .history import History
 from .losses import LOSSES, Loss
 from .metrics import to_labels
@@ -102,6 +103,7 @@ def fit(
     callbacks: Sequence[Callback] | None = None,
     initial_epoch: int = 0,
     divergence_factor: float | None = 1e4,
+    comm: Any = None,
 ) -> History:
     """Train ``model`` by mini-batch back-propagation.
 
@@ -140,6 +142,14 @@ def fit(
         ``max(1, loss of the first batch)``: a learning rate far too large can blow the loss up
         by many orders of magnitude and kill every ReLU without ever producing NaN (Adam's step
         is bounded by its rate). ``None`` stops on NaN and infinity only.
+    comm : mpi4py communicator, optional
+        Train data-parallel on the processes of ``comm`` (``mpi4py.MPI.COMM_WORLD`` in a script
+        started by ``mpirun -n N python -m mpi4py script.py``), each on a slice of every batch:
+        the model one process would train with the same ``batch_size``, to rounding (see
+        :mod:`chainrule.distributed`). Every process calls ``fit`` with the same arguments (a
+        ``ValueError`` on all of them says which differ); rank 0's model and optimizer state
+        are the ones trained, and every process ends with the same. ``None``: this process
+        alone.
 
     Returns
     -------
@@ -170,36 +180,70 @@ def fit(
     loss, optimizer = resolve_loss(loss), resolve_optimizer(optimizer)
     epochs = check_int(epochs, "epochs", minimum=0)
     initial_epoch = check_int(initial_epoch, "initial_epoch", minimum=0)
-    if seed is None:
+    group = None if comm is None else MPIGroup(comm, seed, initial_epoch)  # agrees on the seed
+    if group is not None:
+        seed = group.seed
+    elif seed is None:
         seed = int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]
     seed = check_int(seed, "seed", minimum=0)
     x, y, validation = _training_data(x, y, validation_data, validation_split, seed)
     _check_against_model(model, loss, optimizer, x, y, validation)
     guard = _DivergenceGuard(model, optimizer, divergence_factor)
 
-    batches = Batches(x, y, batch_size, model.dtype, model.min_batch)
+    part = (0, 1) if group is None else (group.rank, group.size)
+    batches = Batches(x, y, batch_size, model.dtype, model.min_batch, part)
     history = History()
     run = TrainingRun(model, optimizer, history, epochs, len(batches), validation is not None)
     callbacks = list(callbacks or [])
-    for cb in callbacks:
-        cb.on_train_begin(run)
-    for epoch in range(initial_epoch, epochs):
+    summed = None if group is None else _join(group, run, loss, x, batches, shuffle, validation)
+    try:
         for cb in callbacks:
-            cb.on_epoch_begin(run, epoch)
-        start = time.perf_counter()
-        order = np.random.default_rng([seed, epoch]) if shuffle else None
-        logs = _train_epoch(run, batches.epoch(order), loss, guard, epoch, callbacks)
-        if validation is not None:
-            val = evaluate(model, *validation, loss)
-            logs.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
-        history.append(epoch=epoch, **logs, lr=optimizer.lr, seconds=time.perf_counter() - start)
+            cb.on_train_begin(run)
+        for epoch in range(initial_epoch, epochs):
+            for cb in callbacks:
+                cb.on_epoch_begin(run, epoch)
+            start = time.perf_counter()
+            order = np.random.default_rng([seed, epoch]) if shuffle else None
+            logs = _train_epoch(run, batches.epoch(order), loss, guard, epoch, callbacks, summed)
+            if validation is not None:
+                logs.update(_validate(model, validation, loss, group))
+            seconds = time.perf_counter() - start
+            history.append(epoch=epoch, **logs, lr=optimizer.lr, seconds=seconds)
+            for cb in callbacks:
+                cb.on_epoch_end(run, epoch, logs)
+            if run.stop:
+                break
         for cb in callbacks:
-            cb.on_epoch_end(run, epoch, logs)
-        if run.stop:
-            break
-    for cb in callbacks:
-        cb.on_train_end(run)
+            cb.on_train_end(run)
+    finally:
+        if group is not None:
+            group.leave(model)
     return history
+
+
+def _join(
+    group: MPIGroup,
+    run: TrainingRun,
+    loss: Loss,
+    x: np.ndarray,
+    batches: Batches,
+    shuffle: bool,
+    validation: tuple[np.ndarray, np.ndarray] | None,
+) -> GradientSum:
+    """Check that every process trains alike, start all from rank 0's model and optimizer state,
+    and lay the gradients out for their sum."""
+    group.agree(
+        samples=x.shape,
+        validation_samples=None if validation is None else validation[0].shape,
+        batches=(batches.batch_size, len(batches)),
+        epochs=run.epochs,
+        shuffle=shuffle,
+        loss=(type(loss).__name__, loss.config()),
+        model=layer_settings(run.model),
+        optimizer=type(run.optimizer).__name__,
+    )
+    group.broadcast(run.model, run.optimizer)
+    return group.join(run.model)
 
 
 def _check_model(model: Any) -> None:
@@ -281,8 +325,13 @@ class _Tally:
         self.correct += int(np.count_nonzero(model.classes(out) == to_labels(yb)))
         self.seen += len(yb)
 
-    def logs(self) -> dict[str, float]:
-        return {"loss": self.loss / self.seen, "accuracy": self.correct / self.seen}
+    def logs(self, group: MPIGroup | None = None) -> dict[str, float]:
+        """The means, over every process's samples when ``group`` is given."""
+        totals = np.array([self.loss, self.correct, self.seen], np.float64)
+        if group is not None:
+            group.sum(totals)
+        loss, correct, seen = totals.tolist()
+        return {"loss": loss / seen, "accuracy": correct / seen}
 
 
 def _train_epoch(
@@ -292,8 +341,13 @@ def _train_epoch(
     guard: _DivergenceGuard,
     epoch: int,
     callbacks: Sequence[Callback],
+    summed: GradientSum | None = None,
 ) -> dict[str, float]:
-    """One pass over the batches: forward, loss, backward, update; returns the epoch's logs."""
+    """One pass over the batches: forward, loss, backward, update; returns the epoch's logs.
+
+    Data-parallel (``summed`` given), the backward pass of each process's slice comes with the
+    sum of every process's gradients and losses, before the update checks the batch's loss.
+    """
     model, optimizer = run.model, run.optimizer
     params, grads = model.params, model.grads  # the layers' own arrays, updated in place
     guard.begin_epoch()
@@ -304,18 +358,21 @@ def _train_epoch(
         # a floating-point warning from inside a layer (fatal under warnings-as-errors).
         with np.errstate(over="ignore", invalid="ignore"):
             out = model._forward_trusted(xb, training=True)
-            value = loss.forward(out, yb) if np.isfinite(out).all() else np.nan
-        guard.check_loss(value, epoch, b)
+            value = batch_loss = loss.forward(out, yb) if np.isfinite(out).all() else np.nan
+            if summed is not None:
+                batch_loss = summed.backward(loss, out, value)
+        guard.check_loss(batch_loss, epoch, b)
         with np.errstate(over="ignore", invalid="ignore"):
-            model.backward(loss.backward(), input_grad=False)
+            if summed is None:
+                model.backward(loss.backward(), input_grad=False)
             optimizer.step(params, grads)
         tally.add(model, value, out, yb)
         for cb in callbacks:
-            cb.on_batch_end(run, b, value)
+            cb.on_batch_end(run, b, batch_loss)
         if run.stop:  # a callback may end training mid-epoch (a time budget, say)
             break
     guard.check_state(epoch, b)
-    return tally.logs()
+    return tally.logs(None if summed is None else summed.group)
 
 
 class _DivergenceGuard:
@@ -404,6 +461,17 @@ def evaluate(
         check_labels(y, max(k, 2), "y")  # a single sigmoid output scores classes 0 and 1
     elif y.shape[1] != k:
         raise ValueError(f"y has rows of {y.shape[1]} values, but the model outputs {k}")
+    total_loss, correct = _totals(model, x, y, loss, batch_size)
+    result = {"accuracy": correct / len(x)}
+    if loss is not None:
+        result["loss"] = total_loss / len(x)
+    return result
+
+
+def _totals(
+    model: Sequential, x: np.ndarray, y: np.ndarray, loss: Loss | None, batch_size: int
+) -> tuple[float, int]:
+    """The summed loss (0 without one) and the number of samples classified right."""
     total_loss, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
@@ -411,10 +479,25 @@ def evaluate(
         if loss is not None:
             total_loss += loss.forward(out, yb) * len(xb)
         correct += int(np.count_nonzero(model.classes(out) == to_labels(yb)))
-    result = {"accuracy": correct / len(x)}
-    if loss is not None:
-        result["loss"] = total_loss / len(x)
-    return result
+    return total_loss, correct
+
+
+def _validate(
+    model: Sequential,
+    validation: tuple[np.ndarray, np.ndarray],
+    loss: Loss,
+    group: MPIGroup | None,
+) -> dict[str, float]:
+    """The validation loss and accuracy; data-parallel, each process evaluates a slice."""
+    if group is None:
+        val = evaluate(model, *validation, loss)
+        return {"val_loss": val["loss"], "val_accuracy": val["accuracy"]}
+    x, y = validation
+    lo, hi = len(x) * group.rank // group.size, len(x) * (group.rank + 1) // group.size
+    totals = np.array([*_totals(model, x[lo:hi], y[lo:hi], loss, 1000), hi - lo], np.float64)
+    group.sum(totals)
+    total_loss, correct, count = totals.tolist()
+    return {"val_loss": total_loss / count, "val_accuracy": correct / count}
 
 
 def _classification_loss(model: Sequential, outputs: int) -> Loss:
