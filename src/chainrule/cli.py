@@ -25,6 +25,7 @@ from typing import Any, NamedTuple, NoReturn
 import numpy as np
 
 from ._version import __version__
+from .distributed import world
 from .io import Checkpoint, atomic_write, load_checkpoint, save
 from .losses import LOSSES, SoftmaxCrossEntropy
 from .metrics import confusion_matrix, per_class_accuracy
@@ -54,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "epochs": 12,
     "batch_size": 128,
     "dropout": 0.2,
+    "batch_norm": False,
     "weight_decay": 0.0,
     "schedule": "cosine",
     "validation_split": 0.1,
@@ -110,6 +112,16 @@ class _Given(argparse.Action):
         namespace.given = [*getattr(namespace, "given", []), option]
 
 
+class _GivenFlag(_Given):
+    """A flag (it takes no value) that notes it was given."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        super().__call__(parser, namespace, True, option)
+
+
 # -- parser ----------------------------------------------------------------------------------------
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each option's default, except where there is none to show (None, a flag's False)."""
@@ -139,6 +151,7 @@ FIXED_OPTIONS: dict[str, dict[str, Any]] = {
     "--optimizer": {"choices": sorted(OPTIMIZERS), "help": "update rule"},
     "--lr": {"type": _non_negative_float, "help": "learning rate"},
     "--dropout": {"type": _non_negative_float, "help": "dropout probability"},
+    "--batch-norm": {"action": _GivenFlag, "help": "a BatchNorm after each hidden Dense layer"},
     "--weight-decay": {"type": _non_negative_float, "help": "L2 penalty"},
 }
 
@@ -170,7 +183,8 @@ def _add_train(sub: Any) -> None:
     d = DEFAULTS
     fixed = train.add_argument_group("model and optimizer (fixed by the saved run on --resume)")
     for flag, kwargs in FIXED_OPTIONS.items():
-        fixed.add_argument(flag, default=d[flag[2:].replace("-", "_")], action=_Given, **kwargs)
+        default = d[flag[2:].replace("-", "_")]
+        fixed.add_argument(flag, default=default, **{"action": _Given, **kwargs})
     kept = train.add_argument_group("data and batches (kept from the saved run on --resume)")
     kept.add_argument(
         "--batch-size",
@@ -218,6 +232,13 @@ def _add_train(sub: Any) -> None:
         help="continue the run saved in --out (its checkpoint, else its model.npz) up to --epochs",
     )
     train.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    train.add_argument(
+        "--distributed",
+        action="store_true",
+        help="train data-parallel on the processes mpirun started: 'mpirun -n N python -m "
+        "mpi4py -m chainrule train --distributed ...' trains the model one process would with "
+        "the same --batch-size (needs chainrule[mpi]); only rank 0 prints and writes files",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     train.set_defaults(run=cmd_train)
 
@@ -443,29 +464,93 @@ KEPT_OPTIONS = ("subset", "data_dir", "validation_split", "seed", "batch_size", 
 
 def cmd_train(args: argparse.Namespace) -> int:
     _check_train_options(args)
-    saved = _resume_from(args) if args.resume else None
-    if saved is not None:
-        _keep_saved_options(args, saved)
-    _prepare_out(args.out)
-    _check_outputs_writable(args)
-    (x_train, y_train), test = _load_data(args.data_dir)
-    x_train, y_train = x_train[: args.subset], y_train[: args.subset]  # [:None] keeps all
-    n_train = _training_count(len(x_train), args.validation_split)
-    run = _build(args, saved, x_train.shape[1], test)
+    if not args.distributed:
+        return _train_command(args, None)
+    job = _Job.start()
+    try:
+        return _train_command(args, job)
+    except BaseException as exc:  # main reports it as this process's and ends the job
+        exc.job = job  # type: ignore[attr-defined]
+        raise
+
+
+def _train_command(args: argparse.Namespace, job: _Job | None) -> int:
+    leader = job is None or job.rank == 0  # prints and writes files
+    args.quiet = args.quiet or not leader
+    with _together(job):
+        saved = _resume_from(args) if args.resume else None
+        if saved is not None:
+            _keep_saved_options(args, saved)
+        if leader:
+            _prepare_out(args.out)
+            _check_outputs_writable(args)
+        (x_train, y_train), test = _load_data(args.data_dir)
+        x_train, y_train = x_train[: args.subset], y_train[: args.subset]  # [:None] keeps all
+        n_train = _training_count(len(x_train), args.validation_split)
+        run = _build(args, saved, x_train.shape[1], test)
     if not args.quiet:
+        processes = "" if job is None else f", {job.size} processes"
         print(
             f"training {run.model!r}\n{run.model.num_params:,} parameters, {n_train:,} training "
-            f"images, {_describe_optimizer(run.optimizer)}",
+            f"images, {_describe_optimizer(run.optimizer)}{processes}",
             flush=True,
         )
     try:
-        _train(args, run, x_train, y_train)
+        _train(args, run, x_train, y_train, job)
         del x_train, y_train
-        return _finish(args, run, test)
+        return _finish(args, run, test) if leader else 0
     except BaseException as exc:  # Ctrl-C, divergence, a crash: main says what is kept
-        if not run.published:
+        if leader and not run.published:
             exc.kept = _kept(args, run)  # type: ignore[attr-defined]
         raise
+
+
+@dataclasses.dataclass
+class _Job:
+    """The processes of a ``--distributed`` run, as the command line starts and reports them."""
+
+    comm: Any
+    rank: int
+    size: int
+
+    @classmethod
+    def start(cls) -> _Job:
+        try:
+            comm = world()
+        except (ImportError, RuntimeError) as exc:
+            raise UsageError(f"--distributed: {exc}") from exc
+        return cls(comm, comm.Get_rank(), comm.Get_size())
+
+    @staticmethod
+    def shared(exc: BaseException) -> bool:
+        """Whether every process fails alike, at the same point (the set-up, or the divergence
+        that the summed loss shows all of them): rank 0 reports it, all exit with its code.
+        Any other failure is this process's own: it ends the job."""
+        return isinstance(exc, _SharedFailure | DivergenceError)
+
+
+class _SharedFailure(UsageError):
+    """The set-up failed on one process or more; raised on every process."""
+
+
+@contextlib.contextmanager
+def _together(job: _Job | None) -> Iterator[None]:
+    """Run the set-up on every process, and fail on all of them if it fails on one: a process
+    must not start training alone (it would wait for the others forever)."""
+    if job is None:
+        yield
+        return
+    failure = None
+    try:
+        yield
+    except UsageError as exc:
+        failure = str(exc)
+    failures = job.comm.allgather(failure)
+    failed = {rank: text for rank, text in enumerate(failures) if text is not None}
+    if len(failed) == job.size and len(set(failed.values())) == 1:
+        raise _SharedFailure(failed[0])
+    if failed:
+        raise _SharedFailure("; ".join(f"rank {r}: {text}" for r, text in failed.items()))
 
 
 def _check_train_options(args: argparse.Namespace) -> None:
@@ -578,6 +663,7 @@ def _build(
         test.num_classes,
         activation=args.activation,
         dropout=args.dropout,
+        batchnorm=args.batch_norm,
         rescale=1 / 255,  # the model holds its preprocessing: it is given raw pixels
         rng=args.seed,
     )
@@ -593,8 +679,11 @@ def _schedule(args: argparse.Namespace) -> Schedule:
     }[args.schedule]
 
 
-def _train(args: argparse.Namespace, run: _Run, x: np.ndarray, y: np.ndarray) -> None:
-    """Train the epochs still to do, saving a checkpoint at the end of each.
+def _train(
+    args: argparse.Namespace, run: _Run, x: np.ndarray, y: np.ndarray, job: _Job | None
+) -> None:
+    """Train the epochs still to do, saving a checkpoint at the end of each (rank 0 alone, in a
+    distributed run).
 
     ``fit`` holds out the validation images itself (from ``seed``), so ``chainrule train`` and
     ``cr.fit(validation_split=..., seed=...)`` hold out the same ones.
@@ -602,8 +691,9 @@ def _train(args: argparse.Namespace, run: _Run, x: np.ndarray, y: np.ndarray) ->
     initial_epoch = run.history.epoch[-1] + 1 if run.history else 0
     if initial_epoch >= args.epochs:  # a checkpoint of a finished run: only outputs left to write
         return
-    checkpoint = _Checkpointer(args, run)
-    callbacks: list[Callback] = [LearningRateScheduler(_schedule(args)), checkpoint]
+    callbacks: list[Callback] = [LearningRateScheduler(_schedule(args))]
+    if job is None or job.rank == 0:
+        callbacks.append(_Checkpointer(args, run))
     progress = None if args.quiet else ProgressBar()
     if progress is not None:
         callbacks.append(progress)
@@ -621,6 +711,7 @@ def _train(args: argparse.Namespace, run: _Run, x: np.ndarray, y: np.ndarray) ->
             seed=args.seed,
             callbacks=callbacks,
             initial_epoch=initial_epoch,
+            comm=None if job is None else job.comm,
         )
     finally:
         if progress is not None:
@@ -890,29 +981,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)  # inside: Ctrl-C while importing is handled too
         return int(args.run(args))
-    except UsageError as exc:
-        _error(str(exc))
-        return 2
-    except DivergenceError as exc:
-        _error(str(exc), getattr(exc, "kept", None))
+    except (Exception, KeyboardInterrupt) as exc:
+        job: _Job | None = getattr(exc, "job", None)
+        if job is None:
+            return _report_failure(exc)
+        if not job.shared(exc):  # this process's own failure: it ends every process
+            code = _report_failure(exc, f"rank {job.rank} of {job.size}: " if job.rank else "")
+            job.comm.Abort(code)
+        return _report_failure(exc) if job.rank == 0 else _exit_code(exc)
+
+
+def _exit_code(exc: BaseException) -> int:
+    if isinstance(exc, DivergenceError):
         return 1
-    except (OSError, ImportError) as exc:  # the machine's: a full disk, a missing extra
-        _error(str(exc), getattr(exc, "kept", None))
+    if isinstance(exc, UsageError | OSError | ImportError):  # OSError, ImportError: the machine's
         return 2
-    except KeyboardInterrupt as exc:
-        print("chainrule: interrupted", file=sys.stderr)
-        kept = getattr(exc, "kept", None)
+    return 130 if isinstance(exc, KeyboardInterrupt) else BUG_EXIT
+
+
+def _report_failure(exc: BaseException, where: str = "") -> int:
+    """Say what went wrong in one line (and what was kept); returns the exit code."""
+    code, kept = _exit_code(exc), getattr(exc, "kept", None)
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"chainrule: {where}interrupted", file=sys.stderr)
         if kept:
             print(f"chainrule: {kept}", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        traceback.print_exc()
+    elif code == BUG_EXIT:
+        traceback.print_exception(exc)
         _error(
-            f"this is a bug in chainrule, not a mistake in what you gave it "
+            f"{where}this is a bug in chainrule, not a mistake in what you gave it "
             f"({type(exc).__name__}); please report it with the traceback above",
-            getattr(exc, "kept", None),
+            kept,
         )
-        return BUG_EXIT
+    else:
+        _error(f"{where}{exc}", kept)
+    return code
 
 
 def _error(message: str, kept: str | None = None) -> None:
