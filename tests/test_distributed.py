@@ -136,10 +136,7 @@ def assert_same_model(name: str, got: Path, want: Path, x_test: np.ndarray) -> N
 
 @pytest.mark.parametrize("ranks", [2, 3, 4])
 def test_n_processes_train_the_model_of_one(ranks, tmp_path, data_dir, one_process, test_images):
-    runs = {name: phases(name, data_dir) for name in RUNS}
-    job = mpirun(
-        ranks, "-m", "mpi4py", str(HERE / "_mpi_train.py"), str(tmp_path), json.dumps(runs)
-    )
+    job = driver(tmp_path, ranks, {name: phases(name, data_dir) for name in RUNS})
     assert job.returncode == 0, job.stdout + job.stderr
     # Rank 0 alone prints (with --quiet, its summary) and writes the outputs.
     assert job.stdout.count("\nwrote ") == 2 * len(RUNS), job.stdout
