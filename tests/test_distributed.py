@@ -24,15 +24,23 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import mpi4py
 import numpy as np
 import pytest
 
 import chainrule as cr
 from chainrule import cli
 from chainrule.datasets import IDX_FILES, load_mnist, write_idx
+
+# fit takes MPI's constants from mpi4py: importable here without starting MPI in this process.
+mpi4py.rc.initialize = False
 
 HERE = Path(__file__).resolve().parent
 #: Root may start MPI jobs only when told so; more processes than cores need oversubscription.
@@ -227,3 +235,108 @@ def test_distributed_without_mpi4py_is_one_line(tmp_path, monkeypatch, capsys):
         '"chainrule[mpi]", with an MPI library such as Debian\'s openmpi-bin'
     )
     assert err.count("\n") == 1
+
+
+# -- fit's side of it, in this process: threads as the processes -----------------------------------
+class Hub:
+    """What the threads of :class:`ThreadComm` exchange, rank by rank."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.parts = size, [None] * size
+        self.barrier = threading.Barrier(size, timeout=30)  # a missed call fails, never hangs
+
+    def exchange(self, rank: int, obj: Any) -> list[Any]:
+        self.parts[rank] = obj
+        self.barrier.wait()
+        everyone = list(self.parts)
+        self.barrier.wait()
+        return everyone
+
+
+class ThreadComm:
+    """The mpi4py calls that fit makes, between threads."""
+
+    def __init__(self, hub: Hub, rank: int) -> None:
+        self.hub, self.rank = hub, rank
+
+    def Get_rank(self) -> int:
+        return self.rank
+
+    def Get_size(self) -> int:
+        return self.hub.size
+
+    def allgather(self, obj: Any) -> list[Any]:
+        return self.hub.exchange(self.rank, obj)
+
+    def bcast(self, obj: Any, root: int = 0) -> Any:
+        return self.hub.exchange(self.rank, obj)[root]
+
+    def Bcast(self, buffer: np.ndarray, root: int = 0) -> None:
+        buffer[...] = self.hub.exchange(self.rank, buffer.copy())[root]
+
+    def Allreduce(self, sendbuf: Any, recvbuf: np.ndarray, op: Any) -> None:
+        recvbuf[...] = np.sum(self.hub.exchange(self.rank, recvbuf.copy()), axis=0)
+
+
+def on_threads(size: int, work: Callable[[ThreadComm], Any]) -> list[Any]:
+    hub = Hub(size)
+    with ThreadPoolExecutor(size) as pool:
+        futures = [pool.submit(work, ThreadComm(hub, rank)) for rank in range(size)]
+        return [f.result(timeout=60) for f in futures]
+
+
+def blobs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, size=n)
+    return np.array([[0.0, 3.0], [-3.0, -2.0], [3.0, -2.0]])[y] + rng.normal(size=(n, 2)), y
+
+
+def train(comm: Any = None, n: int = 205, **kwargs: Any) -> tuple[cr.Sequential, cr.History]:
+    x, y = blobs(n)
+    model = cr.MLP(2, [8, 8], 3, batchnorm=True, rng=1, dtype=np.float64)
+    options = {"epochs": 3, "batch_size": 20, "validation_split": 0.2, "seed": 4, **kwargs}
+    history = cr.fit(
+        model, x, y, loss="softmax_cross_entropy", optimizer=cr.Adam(0.01), comm=comm, **options
+    )
+    return model, history
+
+
+def test_fit_on_three_threads_is_fit_in_one(monkeypatch):
+    """Float64, BatchNorm, Adam, 164 samples in batches of 20 (slices of 6, 7 and 7, then a last
+    batch of 4 in slices of 1, 1 and 2): the model and history of one process, to rounding."""
+    model, history = train()
+    for got, logs in on_threads(3, train):
+        for key, value in model.params.items():
+            # atol: the bias before each BatchNorm has no gradient, only rounding (1e-11 here)
+            np.testing.assert_allclose(got.params[key], value, rtol=1e-9, atol=1e-9, err_msg=key)
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            np.testing.assert_allclose(getattr(logs, key), getattr(history, key), rtol=1e-9)
+
+
+def test_processes_given_different_runs_fail_together():
+    """A process given other data (or another seed) would make other collective calls than the
+    rest, and the job would hang: every process raises instead, with the same message."""
+
+    def work(comm: ThreadComm, **kwargs: Any) -> str:
+        with pytest.raises(ValueError, match="every process") as info:
+            train(comm, **kwargs)
+        return str(info.value)
+
+    samples = on_threads(2, lambda comm: work(comm, n=205 if comm.rank != 1 else 150))
+    assert (
+        samples
+        == [
+            "every process must call fit alike, but rank 1 has samples (120, 2) and rank 0 has "
+            "(164, 2)"
+        ]
+        * 2
+    )
+    seeds = on_threads(2, lambda comm: work(comm, seed=comm.rank))
+    assert seeds == ["every process must be given the same seed (or none), got [0, 1] by rank"] * 2
+
+
+def test_comm_must_be_a_communicator():
+    with pytest.raises(
+        TypeError, match=r"comm must be an mpi4py communicator such as MPI.COMM_WORLD, got str"
+    ):
+        train("world")

@@ -138,8 +138,8 @@ class MPIGroup:
             for key, value in theirs.items():
                 if value != everyone[0][key]:
                     raise ValueError(
-                        f"the processes of a data-parallel run must call fit alike, but rank "
-                        f"{rank} has {key} {value!r} and rank 0 has {everyone[0][key]!r}"
+                        f"every process must call fit alike, but rank {rank} has {key} "
+                        f"{value!r} and rank 0 has {everyone[0][key]!r}"
                     )
 
     def broadcast(self, model: Sequential, optimizer: Optimizer) -> None:
