@@ -987,6 +987,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report_failure(exc)
         if not job.shared(exc):  # this process's own failure: it ends every process
             code = _report_failure(exc, f"rank {job.rank} of {job.size}: " if job.rank else "")
+            sys.stderr.flush()
             job.comm.Abort(code)
         return _report_failure(exc) if job.rank == 0 else _exit_code(exc)
 

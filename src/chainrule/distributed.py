@@ -127,12 +127,25 @@ class MPIGroup:
         initial_epoch, rank)``: the processes draw differently, and the same on every run."""
         return np.random.default_rng(self._streams.spawn(1)[0])
 
-    def agree(self, **settings: Any) -> None:
-        """Raise ``ValueError`` on every process unless all were given the same ``settings``.
+    def start(self, model: Sequential, optimizer: Optimizer, **settings: Any) -> GradientSum:
+        """Begin training ``model`` together: check that every process was given the same model,
+        optimizer and ``settings`` (a ``ValueError`` on every process says which differ), start
+        all from rank 0's parameters, buffers and optimizer state, hand every layer the group
+        (:meth:`~chainrule.Layer.distribute`) and lay the gradients out for their sums."""
+        self._agree(
+            model=[(type(la).__name__, la.config(), _shapes(la)) for la in model.layers],
+            optimizer=type(optimizer).__name__,
+            **settings,
+        )
+        self._broadcast(model, optimizer)
+        for layer in model.layers:
+            layer.distribute(self)
+        return GradientSum(self, model)
 
-        A process that trains on other data, another model or for other epochs would make other
-        collective calls than the rest, and the job would hang instead of failing.
-        """
+    def _agree(self, **settings: Any) -> None:
+        """Raise ``ValueError`` on every process unless all were given the same ``settings``: a
+        process that trains on other data, another model or for other epochs would make other
+        collective calls than the rest, and the job would hang instead of failing."""
         everyone = self.comm.allgather(settings)
         for rank, theirs in enumerate(everyone):
             for key, value in theirs.items():
@@ -142,7 +155,7 @@ class MPIGroup:
                         f"{value!r} and rank 0 has {everyone[0][key]!r}"
                     )
 
-    def broadcast(self, model: Sequential, optimizer: Optimizer) -> None:
+    def _broadcast(self, model: Sequential, optimizer: Optimizer) -> None:
         """Make every process's parameters, buffers and optimizer state those of rank 0, in one
         ``Bcast`` (the optimizer's hyper-parameters and step count come with them)."""
         description = self.comm.bcast(_describe(optimizer) if self.rank == 0 else None, root=0)
@@ -158,13 +171,6 @@ class MPIGroup:
         for a in arrays:
             a[...] = buffer[start : start + a.size].reshape(a.shape)
             start += a.size
-
-    def join(self, model: Sequential) -> GradientSum:
-        """Hand every layer the group (:meth:`~chainrule.Layer.distribute`) and lay the model's
-        gradients out in one buffer for the sum of each step."""
-        for layer in model.layers:
-            layer.distribute(self)
-        return GradientSum(self, model)
 
     def leave(self, model: Sequential) -> None:
         """The layers are trained by one process again."""
@@ -182,6 +188,11 @@ class GradientSum:
     """
 
     def __init__(self, group: MPIGroup, model: Sequential) -> None:
+        if model.dtype not in (np.float32, np.float64):  # what MPI can sum
+            raise TypeError(
+                f"data-parallel training sums float32 or float64 gradients, and the model is "
+                f"{model.dtype}: convert it with model.astype(np.float32)"
+            )
         self.group, self.model = group, model
         slots = [(layer, key) for layer in model.layers for key in layer.grads]
         self.buffer = np.zeros(sum(layer.grads[k].size for layer, k in slots) + 2, model.dtype)
@@ -248,12 +259,6 @@ def _zero_state(description: Mapping[str, Any]) -> dict[str, Any]:
             for name, slots in description["state"].items()
         },
     }
-
-
-def layer_settings(model: Sequential) -> list[Any]:
-    """What must be the same model on every process: each layer's kind, configuration and the
-    shapes and dtypes of its arrays."""
-    return [(type(layer).__name__, layer.config(), _shapes(layer)) for layer in model.layers]
 
 
 def _shapes(layer: Layer) -> dict[str, tuple[tuple[int, ...], str]]:

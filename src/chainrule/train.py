@@ -29,7 +29,7 @@ from .callbacks import (
     snapshot,
 )
 from .data import Batches, check_dataset, train_validation_split
-from .distributed import GradientSum, MPIGroup, layer_settings
+from .distributed import GradientSum, MPIGroup
 from .history import History
 from .losses import LOSSES, Loss
 from .metrics import to_labels
@@ -195,7 +195,7 @@ def fit(
     history = History()
     run = TrainingRun(model, optimizer, history, epochs, len(batches), validation is not None)
     callbacks = list(callbacks or [])
-    summed = None if group is None else _join(group, run, loss, x, batches, shuffle, validation)
+    summed = None if group is None else _start(group, run, loss, x, batches, shuffle, validation)
     try:
         for cb in callbacks:
             cb.on_train_begin(run)
@@ -221,7 +221,7 @@ def fit(
     return history
 
 
-def _join(
+def _start(
     group: MPIGroup,
     run: TrainingRun,
     loss: Loss,
@@ -230,20 +230,17 @@ def _join(
     shuffle: bool,
     validation: tuple[np.ndarray, np.ndarray] | None,
 ) -> GradientSum:
-    """Check that every process trains alike, start all from rank 0's model and optimizer state,
-    and lay the gradients out for their sum."""
-    group.agree(
+    """Data-parallel: every process checked to train alike, then started from rank 0's state."""
+    return group.start(
+        run.model,
+        run.optimizer,
         samples=x.shape,
         validation_samples=None if validation is None else validation[0].shape,
         batches=(batches.batch_size, len(batches)),
         epochs=run.epochs,
         shuffle=shuffle,
         loss=(type(loss).__name__, loss.config()),
-        model=layer_settings(run.model),
-        optimizer=type(run.optimizer).__name__,
     )
-    group.broadcast(run.model, run.optimizer)
-    return group.join(run.model)
 
 
 def _check_model(model: Any) -> None:
