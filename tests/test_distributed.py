@@ -340,3 +340,28 @@ def test_comm_must_be_a_communicator():
         TypeError, match=r"comm must be an mpi4py communicator such as MPI.COMM_WORLD, got str"
     ):
         train("world")
+
+
+def test_a_failed_set_up_is_reported_once_by_rank_0(tmp_path, monkeypatch, capsys):
+    """Every process meets a bad option alike; a missing file may be missing on one process
+    only. Either way no process starts training alone, and rank 0 alone says why."""
+    comms: dict[int, ThreadComm] = {}
+    monkeypatch.setattr(cli, "world", lambda: comms[threading.get_ident()])
+
+    def run(comm: ThreadComm, *options: str) -> int:
+        comms[threading.get_ident()] = comm
+        return cli.main(["train", "--distributed", *options, "--out", str(tmp_path)])
+
+    assert on_threads(2, lambda comm: run(comm, "--dropout", "2")) == [2, 2]
+    assert capsys.readouterr().err == "chainrule: error: --dropout must be in [0, 1), got 2.0\n"
+
+    def missing_on_rank_1(comm: ThreadComm) -> int:
+        return run(comm, *(["--data-dir", str(tmp_path / "absent")] if comm.rank else []))
+
+    assert on_threads(2, missing_on_rank_1) == [2, 2]
+    absent = tmp_path / "absent"
+    assert (
+        capsys.readouterr().err
+        == f"chainrule: error: rank 1: --data-dir {absent} is not a directory\n"
+    )
+    assert list(tmp_path.iterdir()) == []  # no process trained, nothing was written

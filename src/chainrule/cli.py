@@ -463,7 +463,6 @@ KEPT_OPTIONS = ("subset", "data_dir", "validation_split", "seed", "batch_size", 
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    _check_train_options(args)
     if not args.distributed:
         return _train_command(args, None)
     job = _Job.start()
@@ -478,6 +477,7 @@ def _train_command(args: argparse.Namespace, job: _Job | None) -> int:
     leader = job is None or job.rank == 0  # prints and writes files
     args.quiet = args.quiet or not leader
     with _together(job):
+        _check_train_options(args)
         saved = _resume_from(args) if args.resume else None
         if saved is not None:
             _keep_saved_options(args, saved)
