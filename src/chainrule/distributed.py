@@ -29,7 +29,8 @@ An exception on one process ends the whole job when the script runs under ``pyth
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -127,11 +128,18 @@ class MPIGroup:
         initial_epoch, rank)``: the processes draw differently, and the same on every run."""
         return np.random.default_rng(self._streams.spawn(1)[0])
 
-    def start(self, model: Sequential, optimizer: Optimizer, **settings: Any) -> GradientSum:
-        """Begin training ``model`` together: check that every process was given the same model,
-        optimizer and ``settings`` (a ``ValueError`` on every process says which differ), start
-        all from rank 0's parameters, buffers and optimizer state, hand every layer the group
-        (:meth:`~chainrule.Layer.distribute`) and lay the gradients out for their sums."""
+    @contextlib.contextmanager
+    def training(
+        self, model: Sequential, optimizer: Optimizer, **settings: Any
+    ) -> Iterator[GradientSum]:
+        """Train ``model`` together while the context lasts.
+
+        Checks that every process was given the same model, optimizer and ``settings`` (a
+        ``ValueError`` on every process says which differ), starts all from rank 0's
+        parameters, buffers and optimizer state, hands every layer the group
+        (:meth:`~chainrule.Layer.distribute`) and yields the sum of each step's gradients. On
+        leaving, the layers are one process's again.
+        """
         self._agree(
             model=[(type(la).__name__, la.config(), _shapes(la)) for la in model.layers],
             optimizer=type(optimizer).__name__,
@@ -140,7 +148,11 @@ class MPIGroup:
         self._broadcast(model, optimizer)
         for layer in model.layers:
             layer.distribute(self)
-        return GradientSum(self, model)
+        try:
+            yield GradientSum(self, model)
+        finally:
+            for layer in model.layers:
+                layer.distribute(None)
 
     def _agree(self, **settings: Any) -> None:
         """Raise ``ValueError`` on every process unless all were given the same ``settings``: a
@@ -171,11 +183,6 @@ class MPIGroup:
         for a in arrays:
             a[...] = buffer[start : start + a.size].reshape(a.shape)
             start += a.size
-
-    def leave(self, model: Sequential) -> None:
-        """The layers are trained by one process again."""
-        for layer in model.layers:
-            layer.distribute(None)
 
 
 class GradientSum:

@@ -12,6 +12,7 @@ once, at :func:`fit`'s boundary; the loop itself trusts its batches.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -195,8 +196,7 @@ def fit(
     history = History()
     run = TrainingRun(model, optimizer, history, epochs, len(batches), validation is not None)
     callbacks = list(callbacks or [])
-    summed = None if group is None else _start(group, run, loss, x, batches, shuffle, validation)
-    try:
+    with _data_parallel(group, run, loss, x, batches, shuffle, validation) as summed:
         for cb in callbacks:
             cb.on_train_begin(run)
         for epoch in range(initial_epoch, epochs):
@@ -215,23 +215,23 @@ def fit(
                 break
         for cb in callbacks:
             cb.on_train_end(run)
-    finally:
-        if group is not None:
-            group.leave(model)
     return history
 
 
-def _start(
-    group: MPIGroup,
+def _data_parallel(
+    group: MPIGroup | None,
     run: TrainingRun,
     loss: Loss,
     x: np.ndarray,
     batches: Batches,
     shuffle: bool,
     validation: tuple[np.ndarray, np.ndarray] | None,
-) -> GradientSum:
-    """Data-parallel: every process checked to train alike, then started from rank 0's state."""
-    return group.start(
+) -> contextlib.AbstractContextManager[GradientSum | None]:
+    """Data-parallel, every process checked to train alike, started from rank 0's state and
+    summing its gradients with the others'; alone, nothing."""
+    if group is None:
+        return contextlib.nullcontext()
+    return group.training(
         run.model,
         run.optimizer,
         samples=x.shape,
