@@ -89,6 +89,16 @@ CASES: list[LayerCase] = [
     LayerCase("Tanh", lambda dt: cr.Tanh(), (2, 3)),
     LayerCase("Softmax", lambda dt: cr.Softmax(), (6,), bad_shapes=((5,), (5, 2, 3))),
     LayerCase("Dropout", lambda dt: cr.Dropout(0.5, rng=4), (6,), draws=True),
+    LayerCase("Flatten", lambda dt: cr.Flatten(), (2, 3, 4), bad_shapes=((5,),)),
+    LayerCase(
+        "RandomShift",
+        lambda dt: cr.RandomShift(2, rng=5),
+        (2, 5, 6),  # odd and unequal sides
+        bad_shapes=((5, 30), (5, 2, 5)),
+        batch=7,
+        draws=True,
+    ),
+    LayerCase("RandomShift-0", lambda dt: cr.RandomShift(0, rng=0), (1, 3, 3)),
     LayerCase(
         "BatchNorm",
         lambda dt: cr.BatchNorm(6, momentum=0.8, dtype=dt),

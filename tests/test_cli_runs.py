@@ -326,3 +326,46 @@ def test_missing_idx_files_are_named_once(tmp_path, capsys):
     for name in cr.datasets.IDX_FILES[1:]:
         assert err.count(name) == 1, name
     assert "train-images-idx3-ubyte" not in err  # it is there
+
+
+# -- models that take images ---------------------------------------------------------------------
+def test_a_model_that_takes_images_is_evaluated_and_predicts_from_the_cli(tmp_path, capsys):
+    from PIL import Image
+
+    (x, y), (x_test, y_test) = cr.datasets.load_mnist(normalize=False, flatten=False)
+    model = cr.Sequential(
+        cr.Rescaling(1 / 255), cr.RandomShift(1, rng=0), cr.Flatten(), cr.Dense(784, 10, rng=0)
+    )
+    cr.fit(
+        model, x[:2000], y[:2000], loss="softmax_cross_entropy", optimizer="adam", epochs=2, seed=0
+    )
+    path = tmp_path / "images.npz"
+    cr.save(model, path)
+    assert main(["evaluate", str(path)]) == 0
+    accuracy = float(capsys.readouterr().out.split()[2].rstrip("%")) / 100
+    assert accuracy == pytest.approx(cr.evaluate(model, x_test, y_test)["accuracy"], abs=1e-4)
+    index = int(np.flatnonzero(model.predict(x_test[:50]) == y_test[:50])[0])
+    image = tmp_path / "digit.png"
+    Image.fromarray(255 - x_test[index, 0]).resize((84, 84)).save(image)
+    assert main(["predict", str(path), str(image)]) == 0
+    assert capsys.readouterr().out.startswith(f"{image}: {y_test[index]} ")
+
+
+def test_augment_trains_on_shifted_images_and_the_summary_and_a_resumed_run_keep_it(tmp_path):
+    out = tmp_path / "run"
+    assert run_train("--augment", "2", "--epochs", "1", "--quiet", "--out", str(out)) == 0
+    model = cr.load(out / "model.npz")
+    assert [type(layer).__name__ for layer in model.layers[:3]] == [
+        "Rescaling",
+        "RandomShift",
+        "Flatten",
+    ]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["options"]["augment"] == 2
+    assert summary["options"]["hidden"] == [16]
+    assert "RandomShift(max_shift=2)" in summary["model"]
+    resume = ["train", "--epochs", "2", "--resume", "--quiet", "--no-plots", "--out", str(out)]
+    assert main(resume) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["options"]["augment"] == 2  # the saved run's, not the default 0
+    assert summary["epochs"] == 2

@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -49,20 +50,31 @@ pytestmark = [
 
 
 # -- killing a child at a random moment -----------------------------------------------------------
-def run_and_kill(work: Callable[[], None], delay: float) -> None:
-    """Fork a child that runs ``work`` (forever, or up to 10 s), SIGKILL it after ``delay``."""
+def run_and_kill(work: Callable[[int], None], fraction: float) -> None:
+    """Fork a child that runs ``work``, and SIGKILL it at a random moment of its writes.
+
+    The child reports how long its first write took; the kill comes ``fraction`` x 4 of that
+    after it, so the moment falls among the next few writes however busy the machine is (a fixed
+    delay lets a slow, descheduled child be killed before it ever finishes a write).
+    """
+    read_end, write_end = os.pipe()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12+: fork with threads
         pid = os.fork()
     if pid == 0:  # the child: never return into pytest
         code = 0
         try:
-            work()
+            os.close(read_end)
+            work(write_end)
         except BaseException:
             code = 1
         finally:
             os._exit(code)
-    time.sleep(delay)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        report = pipe.read(8)  # blocks until the first write is complete
+    assert len(report) == 8, "the child failed before its first write completed"
+    time.sleep(fraction * 4 * struct.unpack("d", report)[0])
     os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     assert os.WIFSIGNALED(status), "the child finished before it was killed: lengthen its work"
@@ -70,11 +82,15 @@ def run_and_kill(work: Callable[[], None], delay: float) -> None:
 
 
 def saves_forever(write: Callable[[object, Path], None], versions, path: Path) -> Callable:
-    """The child's work: write the two versions over ``path`` in turn, for up to 10 s."""
+    """The child's work: write the two versions over ``path`` in turn, for up to 10 s, reporting
+    the first write's duration on the pipe ``report``."""
 
-    def work() -> None:
-        deadline = time.monotonic() + 10
-        i = 0
+    def work(report: int) -> None:
+        start = time.monotonic()
+        deadline = start + 10
+        write(versions[0], path)
+        os.write(report, struct.pack("d", time.monotonic() - start))
+        i = 1
         while time.monotonic() < deadline:
             write(versions[i % 2], path)
             i += 1
@@ -131,7 +147,7 @@ def test_a_killed_save_leaves_the_old_or_the_new_model(models, tmp_path):
     outcomes = {"old": 0, "new": 0, "corrupt": 0}
     mid_write = 0
     for _ in range(KILLS):
-        run_and_kill(saves_forever(cr.save, models, path), rng.uniform(0.0, 0.04))
+        run_and_kill(saves_forever(cr.save, models, path), rng.uniform())
         leftovers = list(tmp_path.glob(".model.npz.*.tmp"))
         mid_write += bool(leftovers)
         for leftover in leftovers:  # what a killed save cannot clean up (see docs/errors.md)
@@ -156,7 +172,7 @@ def test_control_a_killed_in_place_write_corrupts_the_file(models, tmp_path):
     rng = np.random.default_rng(0)
     outcomes = {"old": 0, "new": 0, "corrupt": 0}
     for _ in range(CONTROL_KILLS):
-        run_and_kill(saves_forever(in_place_savez, candidates, path), rng.uniform(0.0, 0.04))
+        run_and_kill(saves_forever(in_place_savez, candidates, path), rng.uniform())
         outcomes[on_disk(path, read_savez, candidates)] += 1
     print(f"{CONTROL_KILLS} kills during in-place writes: {outcomes}")
     assert outcomes["corrupt"] >= 1, outcomes

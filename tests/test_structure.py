@@ -28,6 +28,7 @@ RANKS: dict[str, int] = {
     "history": 0,
     "images": 0,
     "layers": 1,
+    "augmentation": 1,
     "losses": 1,
     "network": 2,
     "gradcheck": 3,

@@ -9,6 +9,7 @@ True
 
 from . import datasets, metrics, optim, schedules
 from ._version import __version__
+from .augmentation import RandomShift
 from .data import train_validation_split
 from .gradcheck import GradientCheckError, GradientCheckReport, gradient_check
 from .io import Checkpoint, load, load_checkpoint, save
@@ -16,6 +17,7 @@ from .layers import (
     BatchNorm,
     Dense,
     Dropout,
+    Flatten,
     Layer,
     LeakyReLU,
     ReLU,
@@ -63,6 +65,7 @@ __all__ = [
     "DivergenceError",
     "Dropout",
     "EarlyStopping",
+    "Flatten",
     "GradientCheckError",
     "GradientCheckReport",
     "History",
@@ -76,6 +79,7 @@ __all__ = [
     "Optimizer",
     "ProgressBar",
     "RMSProp",
+    "RandomShift",
     "ReLU",
     "Rescaling",
     "Sequential",

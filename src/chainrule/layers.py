@@ -36,6 +36,7 @@ __all__ = [
     "BatchNorm",
     "Dense",
     "Dropout",
+    "Flatten",
     "Layer",
     "LeakyReLU",
     "ProcessGroup",
@@ -515,7 +516,35 @@ class Softmax(Layer):
         return y * (dy - (dy * y).sum(axis=1, keepdims=True))
 
 
-class Dropout(Layer):
+class _RandomLayer(Layer):
+    """A layer that draws from its own random generator in training (Dropout, augmentation).
+
+    The generator's position is the layer's extra state: saved with the model, so a resumed run
+    draws what it would have drawn, and replayed by the gradient check at every evaluation.
+    """
+
+    has_training_mode = True
+
+    def __init__(self, rng: np.random.Generator | int | None) -> None:
+        super().__init__()
+        self.rng = as_generator(rng)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        try:
+            self.rng.bit_generator.state = state["rng"]
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"{self!r}: bad random-generator state ({exc!r})") from exc
+
+    def distribute(self, group: ProcessGroup | None) -> None:
+        # Every process draws for its own samples: from a generator of its own, not the shared one.
+        if group is not None:
+            self.rng = group.generator()
+
+
+class Dropout(_RandomLayer):
     """Inverted dropout: in training, zero each unit with probability ``p`` and scale the rest
     by ``1 / (1 - p)``, so inference needs no rescaling and is the identity.
 
@@ -527,13 +556,11 @@ class Dropout(Layer):
         Source of the masks.
     """
 
-    has_training_mode = True
     preserves_shape = True
 
     def __init__(self, p: float = 0.5, rng: np.random.Generator | int | None = None) -> None:
-        super().__init__()
+        super().__init__(rng)
         self.p = check_fraction(p, "p")
-        self.rng = as_generator(rng)
         self._mask: np.ndarray | None = None
 
     def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
@@ -549,21 +576,6 @@ class Dropout(Layer):
 
     def config(self) -> dict[str, Any]:
         return {"p": self.p}
-
-    def distribute(self, group: ProcessGroup | None) -> None:
-        # Every process masks its own samples: from a generator of its own, not the shared one.
-        if group is not None:
-            self.rng = group.generator()
-
-    def get_extra_state(self) -> dict[str, Any]:
-        # The generator's position, so a resumed run draws the masks it would have drawn.
-        return {"rng": self.rng.bit_generator.state}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        try:
-            self.rng.bit_generator.state = state["rng"]
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise ValueError(f"{self!r}: bad random-generator state ({exc!r})") from exc
 
     def __repr__(self) -> str:
         return f"Dropout(p={self.p})"
@@ -691,6 +703,42 @@ class BatchNorm(Layer):
 
     def __repr__(self) -> str:
         return f"BatchNorm({self.num_features})"
+
+
+class Flatten(Layer):
+    """Flattens each sample to a vector: ``(N, d1, d2, ...) -> (N, d1 * d2 * ...)``.
+
+    The bridge from images (or feature maps) to :class:`Dense` layers; a view, no copy.
+
+    Shape
+    -----
+    x : (N, ...) with at least one axis after N -> y : (N, prod(...))
+
+    Backward
+    --------
+    ``dx = dy`` reshaped to the input's shape.
+
+    Examples
+    --------
+    >>> Flatten().forward(np.zeros((4, 1, 28, 28), np.float32)).shape
+    (4, 784)
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._in_shape: tuple[int, ...] | None = None
+
+    def _check_input(self, x: np.ndarray) -> None:
+        if x.ndim < 2:
+            raise ValueError(f"Flatten expected input of shape (N, ...), got {x.shape}")
+
+    def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        self._in_shape = x.shape
+        return x.reshape(len(x), -1)
+
+    def _backward(self, dy: np.ndarray, input_grad: bool) -> np.ndarray:
+        assert self._in_shape is not None
+        return dy.reshape(self._in_shape)
 
 
 #: Activation names accepted by the model builders and the CLI.

@@ -17,7 +17,8 @@ import numpy as np
 
 from . import functional as F
 from ._checks import as_generator, as_input, check_array, check_fraction, check_int
-from .layers import ACTIVATIONS, LAYERS, BatchNorm, Dense, Dropout, Layer, Rescaling
+from .augmentation import RandomShift
+from .layers import ACTIVATIONS, LAYERS, BatchNorm, Dense, Dropout, Flatten, Layer, Rescaling
 
 __all__ = ["DNN", "MLP", "MODELS", "Sequential", "as_input", "resolve_layers"]
 
@@ -342,9 +343,13 @@ class MLP(Sequential):
     rescale : float or None
         Start with ``Rescaling(rescale)``: ``1 / 255`` for a model given raw pixels (the model
         then holds its preprocessing, and saves and exports it).
+    augment : int
+        Shift each training image by up to this many pixels (:class:`RandomShift`). The model
+        then takes images ``(N, C, H, W)`` and flattens them itself (``C * H * W`` must be
+        ``num_input``); 0 adds no shift and the model takes vectors ``(N, num_input)``.
     rng : numpy.random.Generator, int or None
-        Source of initial weights; each Dropout layer draws its masks from a generator spawned
-        from it.
+        Source of initial weights; each random layer (Dropout, RandomShift) draws from a
+        generator spawned from it.
     dtype : floating dtype
 
     Examples
@@ -365,6 +370,7 @@ class MLP(Sequential):
         dropout: float = 0.0,
         batchnorm: bool = False,
         rescale: float | None = None,
+        augment: int = 0,
         rng: np.random.Generator | int | None = None,
         dtype: np.dtype | type = np.float32,
     ) -> None:
@@ -388,6 +394,7 @@ class MLP(Sequential):
             "dropout": dropout,
             "batchnorm": bool(batchnorm),
             "rescale": rescale,
+            "augment": check_int(augment, "augment", minimum=0),
         }
         if init is None:
             init = "he" if activation in ("relu", "leaky_relu") else "xavier"
@@ -400,6 +407,8 @@ class MLP(Sequential):
         sizes += [check_int(h, "hidden width") for h in hidden]
         sizes.append(check_int(num_output, "num_output"))
         layers: list[Layer] = [] if rescale is None else [Rescaling(rescale)]
+        if augment:
+            layers += [RandomShift(augment, rng=rng.spawn(1)[0]), Flatten()]
         for fan_in, fan_out in itertools.pairwise(sizes[:-1]):
             layers.append(Dense(fan_in, fan_out, init=init, rng=rng, dtype=dtype))
             if batchnorm:
