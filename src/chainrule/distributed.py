@@ -17,8 +17,9 @@ step of one process with the same ``batch_size``, to rounding:
   over the whole batch, exact also when slices differ in size (a mean of the processes' means
   would not be). Every process then makes the same update; the learning rate is not rescaled,
   since the batch is the one a single process would train on;
-* a layer that needs the whole batch (BatchNorm's statistics) or draws random numbers (Dropout)
-  does so through :meth:`~chainrule.Layer.distribute`, so the training loop names no layer;
+* a layer that needs the whole batch (BatchNorm's statistics) or draws random numbers (Dropout,
+  RandomShift) does so through :meth:`~chainrule.Layer.distribute`, so the training loop names
+  no layer;
 * the loss and accuracy of each epoch, and of the validation data, are sums over every process's
   samples, so every process sees the same figures (and stops, or diverges, at the same step).
 
