@@ -21,12 +21,20 @@ two halves).
 
 The first epoch of each run is a warm-up and is not counted. An mpirun launch costs a second or
 two before training starts: it is outside the figures, which time the epochs.
+
+It then prints a model on paper of a cluster of such machines on a 10 Gbit/s network: per step,
+each of p nodes computes 1/p of the batch (the measured time of one process, divided by p:
+optimistic, since small matrix products run below the BLAS's peak) and then sums the gradient
+buffer with the bandwidth-optimal Allreduce (a reduce-scatter and an all-gather, as MPI libraries
+use for large buffers): ``2 log2(p)`` messages of ``LATENCY`` each, and ``2 (p - 1) / p`` times the
+buffer through each node's link. Nothing overlaps: chainrule sums after the whole backward pass.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -44,6 +52,17 @@ import chainrule as cr
 WORKLOADS = {"A": [100], "B": [1000]}  # hidden widths, as in bench.py
 BATCH, LR = 100, 0.1
 CONFIGS = ("1 process, 1 thread", "1 process, 2 threads", "2 processes, 1 thread each")
+#: The model on paper: a 10 Gbit/s link (bytes per second) and a message's latency over it (an
+#: assumption: TCP over 10 Gbit Ethernet takes some tens of microseconds).
+BANDWIDTH, LATENCY = 10e9 / 8, 50e-6
+NODES = (2, 8, 32)
+
+
+def on_paper(compute: float, nbytes: int, nodes: int) -> tuple[float, float]:
+    """Seconds of communication per step, and the speed-up over one node, of ``nodes`` nodes
+    whose one-node step computes for ``compute`` seconds and sums ``nbytes`` of gradients."""
+    communication = 2 * math.log2(nodes) * LATENCY + 2 * (nodes - 1) / nodes * nbytes / BANDWIDTH
+    return communication, compute / (compute / nodes + communication)
 
 
 class TimedComm:
@@ -188,8 +207,18 @@ def report(runs: dict[str, dict[str, list[dict[str, Any]]]], args: argparse.Name
             f"process\n  per step: sum of gradients {step * 1e3:.3f} ms in training "
             f"(waiting for the slower process included), {alone * 1e3:.3f} ms alone; "
             f"{nbytes:,} bytes sent by each process\n"
-            f"  one process, one thread: {single * 1e3:.2f} ms per step of {BATCH} images\n"
+            f"  one process, one thread: {single * 1e3:.2f} ms per step of {BATCH} images"
         )
+        compute = min(single, row[CONFIGS[1]]["epoch_seconds"] / (60_000 / BATCH))
+        print(f"  on paper, {BANDWIDTH * 8 / 1e9:g} Gbit/s, {LATENCY * 1e6:g} us a message:")
+        for nodes in NODES:
+            communication, speedup = on_paper(compute, nbytes, nodes)
+            print(
+                f"    {nodes:>2} nodes: compute {compute / nodes * 1e3:6.3f} ms + communication "
+                f"{communication * 1e3:6.3f} ms per step: {speedup:5.2f}x one node"
+            )
+            row[f"on_paper_{nodes}"] = {"communication": communication, "speedup": speedup}
+        print()
         figures["workloads"][workload] = row
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
