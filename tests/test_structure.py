@@ -38,6 +38,7 @@ RANKS: dict[str, int] = {
     "train": 4,
     "progress": 5,
     "io": 5,
+    "export": 5,
     "plots": 5,
     "datasets": 5,
     "lessons": 6,

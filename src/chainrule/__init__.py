@@ -11,6 +11,7 @@ from . import datasets, metrics, optim, schedules
 from ._version import __version__
 from .augmentation import RandomShift
 from .data import train_validation_split
+from .export import export_onnx
 from .gradcheck import GradientCheckError, GradientCheckReport, gradient_check
 from .io import Checkpoint, load, load_checkpoint, save
 from .layers import (
@@ -91,6 +92,7 @@ __all__ = [
     "__version__",
     "datasets",
     "evaluate",
+    "export_onnx",
     "fit",
     "gradient_check",
     "gradient_descent",

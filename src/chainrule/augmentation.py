@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ._checks import check_int
-from .layers import _RandomLayer
+from .layers import OnnxGraph, _RandomLayer
 
 __all__ = ["RandomShift"]
 
@@ -96,6 +96,9 @@ class RandomShift(_RandomLayer):
 
     def config(self) -> dict[str, Any]:
         return {"max_shift": self.max_shift}
+
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        return x  # the identity at inference
 
     def __repr__(self) -> str:
         return f"RandomShift(max_shift={self.max_shift})"

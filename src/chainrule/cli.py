@@ -1,4 +1,4 @@
-"""The ``chainrule`` command: train on MNIST, evaluate, predict images, check gradients.
+"""The ``chainrule`` command: train on MNIST, evaluate, predict images, export, check gradients.
 
 This is the only module that prints. Every failure a user can cause (a missing file, a bad
 option, an unwritable output directory, training that diverges) ends in one line on stderr and a
@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_predict(sub)
+    _add_export(sub)
     _add_gradcheck(sub)
     _add_lesson(sub)
     return parser
@@ -289,6 +290,23 @@ def _add_predict(sub: Any) -> None:
         help="image files of one digit each, dark on light or light on dark",
     )
     pr.set_defaults(run=cmd_predict)
+
+
+def _add_export(sub: Any) -> None:
+    ex = sub.add_parser(
+        "export",
+        help="write a saved model as an ONNX file, for onnxruntime and other runtimes",
+        description="Write a saved model as an ONNX graph (opset 17). Its input x takes what "
+        "the model takes (raw pixels, as float32; the model's scaling is in the graph); its "
+        "first output is the class probabilities, its second (for a model ending in logits) "
+        'the logits. Needs the onnx extra: pip install "chainrule[onnx]".',
+        formatter_class=_Help,
+    )
+    ex.add_argument("model", type=Path, help="a model.npz written by chainrule")
+    ex.add_argument(
+        "--onnx", type=Path, required=True, metavar="OUT", help="the .onnx file to write"
+    )
+    ex.set_defaults(run=cmd_export)
 
 
 def _add_gradcheck(sub: Any) -> None:
@@ -938,6 +956,26 @@ def _top_classes(p: np.ndarray, k: int = 3) -> str:
         p = np.array([1 - p[0], p[0]])
     top = np.argsort(-p, kind="stable")[:k]
     return f"{top[0]}  (" + ", ".join(f"{c}: {p[c]:.1%}" for c in top) + ")"
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the model as ONNX; a layer that cannot be exported is named, and nothing written."""
+    from .export import OPSET, export_onnx
+
+    model = _load_model(args.model).model
+    if args.onnx.is_dir():
+        raise UsageError(f"--onnx {args.onnx} is a directory; --onnx names the file to write")
+    try:
+        with _user_input():
+            export_onnx(model, args.onnx)
+    except NotImplementedError as exc:  # a layer without an ONNX form
+        raise UsageError(f"{args.model}: {exc}") from exc
+    sample = ", ".join("?" if d is None else str(d) for d in model.input_shape or ())
+    print(
+        f"wrote {args.onnx} (ONNX opset {OPSET}): input x, float32 (batch, {sample}); "
+        "first output: probabilities"
+    )
+    return 0
 
 
 def cmd_gradcheck(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ class check their arguments first, so every layer rejects bad input the same way
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -39,6 +40,7 @@ __all__ = [
     "Flatten",
     "Layer",
     "LeakyReLU",
+    "OnnxGraph",
     "ProcessGroup",
     "ReLU",
     "Rescaling",
@@ -84,6 +86,8 @@ class Layer:
       raises for any other;
     * :meth:`config` and :meth:`declared_shapes`: how to rebuild it, and what it will allocate;
     * :meth:`get_extra_state` / :meth:`set_extra_state`: state beyond arrays (a random generator);
+    * :meth:`to_onnx`: the ONNX nodes that compute its inference forward pass, for
+      :func:`~chainrule.export_onnx` (a layer without them cannot be exported).
     * :meth:`distribute`: what it shares with the other processes in data-parallel training.
 
     Every public subclass defined inside chainrule registers itself in :data:`LAYERS` by name;
@@ -192,10 +196,33 @@ class Layer:
         and with ``None`` when it ends. Each process then holds a slice of every batch: a layer
         whose training-mode output depends on the whole batch (BatchNorm's statistics) sums what
         it needs over the processes with ``group.sum``, and one that draws random numbers
-        (Dropout) takes a generator of its own from ``group.generator()``, so that the processes
-        draw differently. Parameter gradients need nothing here: the training loop sums them.
-        The default does nothing.
+        (Dropout, RandomShift) takes a generator of its own from ``group.generator()``, so that
+        the processes draw differently. Parameter gradients need nothing here: the training loop
+        sums them. The default does nothing.
         """
+
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        """Add the ONNX nodes of the inference forward pass to ``graph``; return the output's name.
+
+        ``x`` names the input value (float32, batch first). A layer that is the identity at
+        inference returns ``x`` itself. The layers never import onnx: ``graph`` offers
+        :meth:`OnnxGraph.node` and :meth:`OnnxGraph.initializer`, which name values uniquely.
+
+        Raises
+        ------
+        NotImplementedError
+            Naming the layer, if it cannot be exported: the default, for a layer that does not
+            implement this method.
+
+        Examples
+        --------
+        A layer computing ``y = 2 x`` would return
+        ``graph.node("Mul", [x, graph.initializer("two", np.float32(2))])``.
+        """
+        raise NotImplementedError(
+            f"{self!r} cannot be exported to ONNX: {type(self).__name__} does not implement "
+            "to_onnx(graph, x)"
+        )
 
     def astype(self, dtype: np.dtype | type) -> Layer:
         """Convert parameters, gradients and buffers to ``dtype`` in place; returns ``self``."""
@@ -254,6 +281,26 @@ class Layer:
 LAYERS: dict[str, type[Layer]] = {}
 
 
+class OnnxGraph(Protocol):
+    """The graph :meth:`Layer.to_onnx` adds its nodes to (:mod:`chainrule.export` builds it).
+
+    Every name it returns is unique in the graph; the values are float32 tensors, batch first.
+    """
+
+    def node(
+        self, op_type: str, inputs: Sequence[str], *, output: str | None = None, **attributes: Any
+    ) -> str:
+        """Add the ONNX operator ``op_type`` (opset 17) on the values named ``inputs``, with its
+        ONNX ``attributes`` (ints, floats, strings or lists of them); returns the name of its
+        output (``output`` or the op type, made unique)."""
+        ...
+
+    def initializer(self, name: str, array: np.ndarray | float) -> str:
+        """Add a constant (floating values stored as float32, integers as int64); returns its
+        unique name, ``name`` prefixed with the layer's position (``"2.W"``)."""
+        ...
+
+
 class Rescaling(Layer):
     """Preprocessing held by the model: ``y = x * scale + offset``.
 
@@ -298,6 +345,12 @@ class Rescaling(Layer):
 
     def _backward(self, dy: np.ndarray, input_grad: bool) -> np.ndarray:
         return dy * dy.dtype.type(self.scale)
+
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        y = graph.node("Mul", [x, graph.initializer("scale", np.float32(self.scale))])
+        if self.offset:
+            y = graph.node("Add", [y, graph.initializer("offset", np.float32(self.offset))])
+        return y
 
     def config(self) -> dict[str, Any]:
         return {"scale": self.scale, "offset": self.offset}
@@ -388,6 +441,10 @@ class Dense(Layer):
         np.sum(dy, axis=0, out=self.grads["b"])
         return dy @ W.T if input_grad else None
 
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        W, b = (graph.initializer(key, self.params[key]) for key in ("W", "b"))
+        return graph.node("Gemm", [x, W, b])  # x @ W + b
+
     def config(self) -> dict[str, Any]:
         return {
             "in_features": self.in_features,
@@ -438,6 +495,9 @@ class ReLU(_Activation):
         # derivative first (ReLU's backward runs on the widest arrays of a training step).
         return np.multiply(dy, self._y > 0, dtype=dy.dtype)
 
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        return graph.node("Relu", [x])
+
 
 class LeakyReLU(_Activation):
     """``y = x`` for ``x > 0`` else ``alpha * x``; ``alpha >= 0``."""
@@ -451,6 +511,9 @@ class LeakyReLU(_Activation):
 
     def _derivative(self, y: np.ndarray) -> np.ndarray:
         return F.leaky_relu_grad(y, self.alpha)  # sign(y) == sign(x) since alpha >= 0
+
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        return graph.node("LeakyRelu", [x], alpha=self.alpha)
 
     def config(self) -> dict[str, Any]:
         return {"alpha": self.alpha}
@@ -470,6 +533,9 @@ class Sigmoid(_Activation):
     def _derivative(self, y: np.ndarray) -> np.ndarray:
         return F.sigmoid_grad(y)
 
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        return graph.node("Sigmoid", [x])
+
 
 class Tanh(_Activation):
     """``y = tanh(x)``; ``dx = dy * (1 - y**2)``."""
@@ -479,6 +545,9 @@ class Tanh(_Activation):
 
     def _derivative(self, y: np.ndarray) -> np.ndarray:
         return F.tanh_grad(y)
+
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        return graph.node("Tanh", [x])
 
 
 class Softmax(Layer):
@@ -514,6 +583,9 @@ class Softmax(Layer):
         y = self._y
         assert y is not None
         return y * (dy - (dy * y).sum(axis=1, keepdims=True))
+
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        return graph.node("Softmax", [x], axis=1)
 
 
 class _RandomLayer(Layer):
@@ -573,6 +645,9 @@ class Dropout(_RandomLayer):
 
     def _backward(self, dy: np.ndarray, input_grad: bool) -> np.ndarray:
         return dy if self._mask is None else dy * self._mask
+
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        return x  # the identity at inference
 
     def config(self) -> dict[str, Any]:
         return {"p": self.p}
@@ -698,6 +773,12 @@ class BatchNorm(Layer):
         self._count = count
         return mean, var
 
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        # Inference: normalised by the running statistics, as forward(x, training=False) is.
+        names = [graph.initializer(k, self.params[k]) for k in ("gamma", "beta")]
+        names += [graph.initializer(k, self.buffers[k]) for k in ("running_mean", "running_var")]
+        return graph.node("BatchNormalization", [x, *names], epsilon=self.eps)
+
     def config(self) -> dict[str, Any]:
         return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}
 
@@ -739,6 +820,9 @@ class Flatten(Layer):
     def _backward(self, dy: np.ndarray, input_grad: bool) -> np.ndarray:
         assert self._in_shape is not None
         return dy.reshape(self._in_shape)
+
+    def to_onnx(self, graph: OnnxGraph, x: str) -> str:
+        return graph.node("Flatten", [x], axis=1)
 
 
 #: Activation names accepted by the model builders and the CLI.
