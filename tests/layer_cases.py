@@ -43,6 +43,9 @@ class LayerCase:
     inputs : callable
         ``inputs(rng, shape) -> float64 array``: values the gradient check can use (away from
         kinks and ties, where the numerical gradient is undefined).
+    draws : bool
+        Whether training draws random numbers (Dropout): trained data-parallel, its processes
+        must draw differently, so their slices of a batch cannot give one process's output.
     """
 
     name: str
@@ -51,6 +54,7 @@ class LayerCase:
     bad_shapes: tuple[Shape, ...] = ()
     batch: int = 5
     inputs: Callable[[np.random.Generator, Shape], np.ndarray] = normal
+    draws: bool = False
 
     @property
     def layer_class(self) -> type[cr.Layer]:
@@ -84,7 +88,7 @@ CASES: list[LayerCase] = [
     LayerCase("Sigmoid", lambda dt: cr.Sigmoid(), (6,)),
     LayerCase("Tanh", lambda dt: cr.Tanh(), (2, 3)),
     LayerCase("Softmax", lambda dt: cr.Softmax(), (6,), bad_shapes=((5,), (5, 2, 3))),
-    LayerCase("Dropout", lambda dt: cr.Dropout(0.5, rng=4), (6,)),
+    LayerCase("Dropout", lambda dt: cr.Dropout(0.5, rng=4), (6,), draws=True),
     LayerCase("Flatten", lambda dt: cr.Flatten(), (2, 3, 4), bad_shapes=((5,),)),
     LayerCase(
         "RandomShift",
@@ -92,6 +96,7 @@ CASES: list[LayerCase] = [
         (2, 5, 6),  # odd and unequal sides
         bad_shapes=((5, 30), (5, 2, 5)),
         batch=7,
+        draws=True,
     ),
     LayerCase("RandomShift-0", lambda dt: cr.RandomShift(0, rng=0), (1, 3, 3)),
     LayerCase(

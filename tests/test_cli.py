@@ -76,9 +76,10 @@ def test_resume_continues_the_saved_run(trained, tmp_path):
 def test_resume_refuses_options_that_would_change_the_saved_run(trained, tmp_path, capsys):
     before = (trained / "model.npz").read_bytes()
     argv = ["train", "--epochs", "3", "--resume", "--out", str(trained), "--hidden", "10"]
-    assert main([*argv, "--lr", "5"]) == 2
+    assert main([*argv, "--lr", "5", "--batch-norm"]) == 2
     err = capsys.readouterr().err
-    assert "--resume continues the saved model and optimizer: --hidden, --lr cannot change" in err
+    want = "--resume continues the saved model and optimizer: --hidden, --lr, --batch-norm cannot"
+    assert want in err
     assert (trained / "model.npz").read_bytes() == before
     # Nothing to resume: no directory is created for it.
     assert main(["train", "--resume", "--out", str(tmp_path / "absent")]) == 2

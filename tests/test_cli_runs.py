@@ -72,6 +72,15 @@ def test_an_interrupted_run_keeps_its_finished_epochs_and_resumes_from_them(
     assert all(np.array_equal(expected[k], got[k]) for k in expected)
 
 
+def test_batch_norm_puts_a_batchnorm_after_each_hidden_dense(tmp_path):
+    assert (
+        run_train("--hidden", "16,8", "--batch-norm", "--epochs", "1", "--out", str(tmp_path)) == 0
+    )
+    kinds = [type(layer).__name__ for layer in cr.load(tmp_path / "model.npz")]
+    hidden = ["Dense", "BatchNorm", "ReLU", "Dropout"]
+    assert kinds == ["Rescaling", "RandomShift", "Flatten", *hidden, *hidden, "Dense"]
+
+
 def test_ctrl_c_before_an_epoch_ends_says_nothing_was_kept(tmp_path, interrupt_in_epoch, capsys):
     interrupt_in_epoch(1)
     assert run_train("--epochs", "2", "--quiet", "--out", str(tmp_path)) == 130

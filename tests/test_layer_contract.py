@@ -8,6 +8,9 @@ goes through the same ``fit`` / ``gradient_check`` / ``save`` / ``load`` as chai
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -185,6 +188,94 @@ def test_a_later_call_never_overwrites_what_an_earlier_one_returned(case, traini
     np.testing.assert_array_equal(x1, x1_before)
     np.testing.assert_array_equal(y1, y1_before)
     np.testing.assert_array_equal(dx1, dx1_before)
+
+
+# -- data-parallel -------------------------------------------------------------------------------
+class Threads:
+    """Threads as the processes of a data-parallel run: each one's :class:`cr.layers.
+    ProcessGroup` sums in rank order (what MPI does, without MPI)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.barrier = threading.Barrier(size, timeout=30)  # a missed sum fails, never hangs
+        self.parts: list[np.ndarray] = [np.empty(0)] * size
+
+    def group(self, rank: int) -> Any:
+        hub = self
+
+        class Group:
+            def __init__(self) -> None:
+                self.rank, self.size = rank, hub.size
+                self.streams = np.random.SeedSequence([7, rank])
+
+            def sum(self, buffer: np.ndarray) -> None:
+                hub.parts[rank] = buffer.copy()
+                hub.barrier.wait()
+                total = np.sum(hub.parts, axis=0)
+                hub.barrier.wait()  # every thread has read the parts before any writes again
+                buffer[...] = total
+
+            def generator(self) -> np.random.Generator:
+                return np.random.default_rng(self.streams.spawn(1)[0])
+
+        return Group()
+
+    def run(self, work: Callable[[int], Any]) -> list[Any]:
+        with ThreadPoolExecutor(self.size) as pool:
+            return [f.result(timeout=60) for f in [pool.submit(work, r) for r in range(self.size)]]
+
+
+def split(n: int, size: int) -> list[slice]:
+    """Contiguous slices as fit cuts a batch: sizes differ by one at most."""
+    return [slice(n * r // size, n * (r + 1) // size) for r in range(size)]
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not c.draws], ids=str)
+def test_a_batch_split_over_processes_gives_one_process_output_and_gradients(case: LayerCase):
+    """What data-parallel training needs of a layer: 3 processes, each given a slice of a batch
+    (of 7: slices of 2, 2 and 3) and the same slice of ``dy``, compute the whole batch's output
+    and ``dx``; their parameter gradients sum to the whole batch's and their buffers agree."""
+    x = case.x(seed=1, batch=7)
+    whole = case.build(np.float64)
+    y = whole.forward(x, training=True)
+    dy = np.random.default_rng(2).normal(size=y.shape)
+    dx = whole.backward(dy)
+    threads, parts = Threads(3), split(7, 3)
+
+    def process(rank: int) -> cr.Layer:
+        layer = case.build(np.float64)
+        layer.distribute(threads.group(rank))
+        layer._out = layer.forward(x[parts[rank]], training=True)  # type: ignore[attr-defined]
+        layer._dx = layer.backward(dy[parts[rank]])  # type: ignore[attr-defined]
+        layer.distribute(None)
+        return layer
+
+    layers = threads.run(process)
+    np.testing.assert_allclose(np.concatenate([la._out for la in layers]), y, rtol=1e-12)
+    np.testing.assert_allclose(np.concatenate([la._dx for la in layers]), dx, rtol=1e-10)
+    for key, g in whole.grads.items():
+        np.testing.assert_allclose(sum(la.grads[key] for la in layers), g, rtol=1e-10, err_msg=key)
+    for layer in layers:
+        for key, b in whole.buffers.items():
+            np.testing.assert_allclose(layer.buffers[key], b, rtol=1e-12, err_msg=key)
+    alone = whole.forward(x[:3], training=True)
+    for layer in layers:  # once it has left the group, a layer trains on its own batch again
+        np.testing.assert_allclose(layer.forward(x[:3], training=True), alone, rtol=1e-12)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.draws], ids=str)
+def test_a_layer_that_draws_draws_differently_in_each_process(case: LayerCase):
+    x = case.x(seed=1, batch=64)
+    threads = Threads(2)
+
+    def process(rank: int) -> np.ndarray:
+        layer = case.build(np.float64)
+        layer.distribute(threads.group(rank))
+        return layer.forward(x, training=True)
+
+    first, second = threads.run(process)
+    assert not np.array_equal(first, second)
+    assert np.array_equal(threads.run(process)[0], first)  # the same again: seeded by the rank
 
 
 # -- a user's own layer --------------------------------------------------------------------------

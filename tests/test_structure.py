@@ -35,6 +35,7 @@ RANKS: dict[str, int] = {
     "network": 2,
     "gradcheck": 3,
     "optim": 3,
+    "distributed": 3,
     "callbacks": 4,
     "train": 4,
     "progress": 5,

@@ -242,6 +242,33 @@ def test_a_remainder_smaller_than_the_models_minimum_joins_the_batch_before():
     assert sorted(np.concatenate(batches)) == list(range(17))
 
 
+@pytest.mark.parametrize("size", [2, 3, 4])
+def test_the_parts_of_each_batch_make_up_the_batch_of_one_process(size):
+    """Data-parallel: every process shuffles alike and takes a contiguous slice of each batch."""
+    x, y = np.arange(104.0)[:, None], np.arange(104)  # a last batch of 4: a slice for each
+    whole = [b.copy() for _, b in Batches(x, y, 10, np.float64).epoch(np.random.default_rng(5))]
+    parts = [Batches(x, y, 10, np.float64, part=(r, size)) for r in range(size)]
+    assert {len(p) for p in parts} == {len(whole)}  # the same steps everywhere
+    sliced = [[b.copy() for _, b in p.epoch(np.random.default_rng(5))] for p in parts]
+    for step, batch in enumerate(whole):
+        slices = [sliced[r][step] for r in range(size)]
+        assert_array_equal(np.concatenate(slices), batch)
+        assert max(map(len, slices)) - min(map(len, slices)) <= 1  # 10 = 4 + 3 + 3 at 3
+
+
+def test_a_remainder_smaller_than_the_number_of_processes_joins_the_batch_before():
+    x, y = np.arange(22.0)[:, None], np.arange(22)
+    sizes = [
+        [len(b) for _, b in Batches(x, y, 10, np.float64, part=(r, 3)).epoch(None)]
+        for r in range(3)
+    ]
+    assert sizes == [[3, 4], [3, 4], [4, 4]]  # the 2 left over join the second batch of 10
+    with pytest.raises(ValueError, match="batch_size 2 is smaller than the 3 processes"):
+        Batches(x, y, 2, np.float64, part=(0, 3))
+    with pytest.raises(ValueError, match=r"rank must be below size 3, got 3"):
+        Batches(x, y, 10, np.float64, part=(3, 3))
+
+
 def test_batchnorm_trains_when_the_last_batch_would_hold_one_sample():
     x, y = blobs(17, seed=0)
     model = cr.MLP(2, [6], 3, batchnorm=True, rng=0)

@@ -26,6 +26,7 @@ import numpy as np
 
 from . import kernels
 from ._version import __version__
+from .distributed import world
 from .io import Checkpoint, atomic_write, load_checkpoint, save
 from .losses import LOSSES, SoftmaxCrossEntropy
 from .metrics import confusion_matrix, per_class_accuracy
@@ -292,6 +293,13 @@ def _add_train(sub: Any) -> None:
         help="continue the run saved in --out (its checkpoint, else its model.npz) up to --epochs",
     )
     train.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    train.add_argument(
+        "--distributed",
+        action="store_true",
+        help="train data-parallel on the processes mpirun started: 'mpirun -n N python -m "
+        "mpi4py -m chainrule train --distributed ...' trains the model one process would with "
+        "the same --batch-size (needs chainrule[mpi]); only rank 0 prints and writes files",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     train.set_defaults(run=cmd_train)
 
@@ -555,32 +563,96 @@ KEPT_OPTIONS = (
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    _check_train_options(args)
-    saved = _resume_from(args) if args.resume else None  # with the saved run's options
-    if saved is None:
-        _apply_preset(args)
-    _prepare_out(args.out)
-    _check_outputs_writable(args)
-    (x_train, y_train), test = _load_data(args.data_dir)
-    x_train, y_train = x_train[: args.subset], y_train[: args.subset]  # [:None] keeps all
-    n_train = _training_count(len(x_train), args.validation_split)
-    run = _build(args, saved, int(np.prod(x_train.shape[1:])), test)
-    x_train = _as_samples(run.model, x_train, args.out, "the data")
+    if not args.distributed:
+        return _train_command(args, None)
+    job = _Job.start()
+    try:
+        return _train_command(args, job)
+    except BaseException as exc:  # main reports it as this process's and ends the job
+        exc.job = job  # type: ignore[attr-defined]
+        raise
+
+
+def _train_command(args: argparse.Namespace, job: _Job | None) -> int:
+    leader = job is None or job.rank == 0  # prints and writes files
+    args.quiet = args.quiet or not leader
+    with _together(job):
+        _check_train_options(args)
+        saved = _resume_from(args) if args.resume else None  # with the saved run's options
+        if saved is None:
+            _apply_preset(args)
+        if leader:
+            _prepare_out(args.out)
+            _check_outputs_writable(args)
+        (x_train, y_train), test = _load_data(args.data_dir)
+        x_train, y_train = x_train[: args.subset], y_train[: args.subset]  # [:None] keeps all
+        n_train = _training_count(len(x_train), args.validation_split)
+        run = _build(args, saved, int(np.prod(x_train.shape[1:])), test)
+        x_train = _as_samples(run.model, x_train, args.out, "the data")
     if not args.quiet:
+        processes = "" if job is None else f", {job.size} processes"
         print(
             f"training {run.model!r}\n{run.model.num_params:,} parameters, {n_train:,} training "
-            f"images, {_describe_optimizer(run.optimizer)}; {kernels.describe()}, "
+            f"images, {_describe_optimizer(run.optimizer)}{processes}; {kernels.describe()}, "
             f"{args.threads} thread{'s' if args.threads > 1 else ''}",
             flush=True,
         )
     try:
-        _train(args, run, x_train, y_train)
+        _train(args, run, x_train, y_train, job)
         del x_train, y_train
-        return _finish(args, run, test)
+        return _finish(args, run, test) if leader else 0
     except BaseException as exc:  # Ctrl-C, divergence, a crash: main says what is kept
-        if not run.published:
+        if leader and not run.published:
             exc.kept = _kept(args, run)  # type: ignore[attr-defined]
         raise
+
+
+@dataclasses.dataclass
+class _Job:
+    """The processes of a ``--distributed`` run, as the command line starts and reports them."""
+
+    comm: Any
+    rank: int
+    size: int
+
+    @classmethod
+    def start(cls) -> _Job:
+        try:
+            comm = world()
+        except (ImportError, RuntimeError) as exc:
+            raise UsageError(f"--distributed: {exc}") from exc
+        return cls(comm, comm.Get_rank(), comm.Get_size())
+
+    @staticmethod
+    def shared(exc: BaseException) -> bool:
+        """Whether every process fails alike, at the same point (the set-up, or the divergence
+        that the summed loss shows all of them): rank 0 reports it, all exit with its code.
+        Any other failure is this process's own: it ends the job."""
+        return isinstance(exc, _SharedFailure | DivergenceError)
+
+
+class _SharedFailure(UsageError):
+    """The set-up failed on one process or more; raised on every process."""
+
+
+@contextlib.contextmanager
+def _together(job: _Job | None) -> Iterator[None]:
+    """Run the set-up on every process, and fail on all of them if it fails on one: a process
+    must not start training alone (it would wait for the others forever)."""
+    if job is None:
+        yield
+        return
+    failure = None
+    try:
+        yield
+    except UsageError as exc:
+        failure = str(exc)
+    failures = job.comm.allgather(failure)
+    failed = {rank: text for rank, text in enumerate(failures) if text is not None}
+    if len(failed) == job.size and len(set(failed.values())) == 1:
+        raise _SharedFailure(failed[0])
+    if failed:
+        raise _SharedFailure("; ".join(f"rank {r}: {text}" for r, text in failed.items()))
 
 
 def _check_train_options(args: argparse.Namespace) -> None:
@@ -747,8 +819,11 @@ def _schedule(args: argparse.Namespace) -> Schedule:
     }[args.schedule]
 
 
-def _train(args: argparse.Namespace, run: _Run, x: np.ndarray, y: np.ndarray) -> None:
-    """Train the epochs still to do, saving a checkpoint at the end of each.
+def _train(
+    args: argparse.Namespace, run: _Run, x: np.ndarray, y: np.ndarray, job: _Job | None
+) -> None:
+    """Train the epochs still to do, saving a checkpoint at the end of each (rank 0 alone, in a
+    distributed run).
 
     ``fit`` holds out the validation images itself (from ``seed``), so ``chainrule train`` and
     ``cr.fit(validation_split=..., seed=...)`` hold out the same ones.
@@ -756,8 +831,9 @@ def _train(args: argparse.Namespace, run: _Run, x: np.ndarray, y: np.ndarray) ->
     initial_epoch = run.history.epoch[-1] + 1 if run.history else 0
     if initial_epoch >= args.epochs:  # a checkpoint of a finished run: only outputs left to write
         return
-    checkpoint = _Checkpointer(args, run)
-    callbacks: list[Callback] = [LearningRateScheduler(_schedule(args)), checkpoint]
+    callbacks: list[Callback] = [LearningRateScheduler(_schedule(args))]
+    if job is None or job.rank == 0:
+        callbacks.append(_Checkpointer(args, run))
     progress = None if args.quiet else ProgressBar()
     if progress is not None:
         callbacks.append(progress)
@@ -776,6 +852,7 @@ def _train(args: argparse.Namespace, run: _Run, x: np.ndarray, y: np.ndarray) ->
             callbacks=callbacks,
             initial_epoch=initial_epoch,
             threads=args.threads,
+            comm=None if job is None else job.comm,
         )
     finally:
         if progress is not None:
@@ -1071,29 +1148,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)  # inside: Ctrl-C while importing is handled too
         return int(args.run(args))
-    except UsageError as exc:
-        _error(str(exc))
-        return 2
-    except DivergenceError as exc:
-        _error(str(exc), getattr(exc, "kept", None))
+    except (Exception, KeyboardInterrupt) as exc:
+        job: _Job | None = getattr(exc, "job", None)
+        if job is None:
+            return _report_failure(exc)
+        if not job.shared(exc):  # this process's own failure: it ends every process
+            code = _report_failure(exc, f"rank {job.rank} of {job.size}: " if job.rank else "")
+            sys.stderr.flush()
+            job.comm.Abort(code)
+        return _report_failure(exc) if job.rank == 0 else _exit_code(exc)
+
+
+def _exit_code(exc: BaseException) -> int:
+    if isinstance(exc, DivergenceError):
         return 1
-    except (OSError, ImportError) as exc:  # the machine's: a full disk, a missing extra
-        _error(str(exc), getattr(exc, "kept", None))
+    if isinstance(exc, UsageError | OSError | ImportError):  # OSError, ImportError: the machine's
         return 2
-    except KeyboardInterrupt as exc:
-        print("chainrule: interrupted", file=sys.stderr)
-        kept = getattr(exc, "kept", None)
+    return 130 if isinstance(exc, KeyboardInterrupt) else BUG_EXIT
+
+
+def _report_failure(exc: BaseException, where: str = "") -> int:
+    """Say what went wrong in one line (and what was kept); returns the exit code."""
+    code, kept = _exit_code(exc), getattr(exc, "kept", None)
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"chainrule: {where}interrupted", file=sys.stderr)
         if kept:
             print(f"chainrule: {kept}", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        traceback.print_exc()
+    elif code == BUG_EXIT:
+        traceback.print_exception(exc)
         _error(
-            f"this is a bug in chainrule, not a mistake in what you gave it "
+            f"{where}this is a bug in chainrule, not a mistake in what you gave it "
             f"({type(exc).__name__}); please report it with the traceback above",
-            getattr(exc, "kept", None),
+            kept,
         )
-        return BUG_EXIT
+    else:
+        _error(f"{where}{exc}", kept)
+    return code
 
 
 def _error(message: str, kept: str | None = None) -> None:

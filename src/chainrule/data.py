@@ -98,6 +98,11 @@ class Batches:
     min_batch : int
         The smallest batch the model trains on (2 with BatchNorm): a smaller remainder joins
         the batch before it, so every sample is still used once per epoch.
+    part : (rank, size)
+        For data-parallel training: yield only the ``rank``-th of ``size`` contiguous slices of
+        each batch (their sizes differ by one at most). Every process shuffles alike, so the
+        slices of all processes make up the batch one process would train on. A remainder of
+        fewer than ``size`` samples joins the batch before it.
 
     Notes
     -----
@@ -112,15 +117,26 @@ class Batches:
         batch_size: int,
         dtype: np.dtype | type,
         min_batch: int = 1,
+        part: tuple[int, int] = (0, 1),
     ) -> None:
         self.x, self.y = x, y
         self.batch_size = min(check_int(batch_size, "batch_size"), len(x))
         self.dtype = check_float_dtype(dtype)
+        self.size = check_int(part[1], "size")
+        self.rank = check_int(part[0], "rank", minimum=0)
+        if self.rank >= self.size:
+            raise ValueError(f"rank must be below size {self.size}, got {self.rank}")
         n, b = len(x), self.batch_size
+        if b < self.size:
+            raise ValueError(
+                f"batch_size {b} is smaller than the {self.size} processes that share each batch"
+                + (f" (the data set holds {n} samples)" if n < self.size else "")
+            )
         self._stops = [*range(b, n, b), n]  # where each batch ends
-        if len(self._stops) > 1 and n - self._stops[-2] < check_int(min_batch, "min_batch"):
+        smallest = max(check_int(min_batch, "min_batch"), self.size)
+        if len(self._stops) > 1 and n - self._stops[-2] < smallest:
             del self._stops[-2]
-        b = max(stop - start for start, stop in itertools.pairwise([0, *self._stops]))
+        b = max(hi - lo for lo, hi in (self._slice(*bounds) for bounds in self._bounds()))
         self._x_raw = np.empty((b, *x.shape[1:]), x.dtype)
         self._y = np.empty((b, *y.shape[1:]), y.dtype)
         # A separate float buffer only when the raw dtype is not already the model's.
@@ -129,12 +145,21 @@ class Batches:
     def __len__(self) -> int:
         return len(self._stops)
 
+    def _bounds(self) -> Iterator[tuple[int, int]]:
+        """Where each batch of the whole data set starts and stops."""
+        return itertools.pairwise([0, *self._stops])
+
+    def _slice(self, start: int, stop: int) -> tuple[int, int]:
+        """This part's share of the batch ``[start, stop)``."""
+        m = stop - start
+        return start + m * self.rank // self.size, start + m * (self.rank + 1) // self.size
+
     def epoch(self, rng: np.random.Generator | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield the batches of one epoch, shuffled by ``rng`` (in order if ``rng`` is None)."""
         n = len(self.x)
         order = rng.permutation(n) if rng is not None else np.arange(n)
-        for start, stop in itertools.pairwise([0, *self._stops]):
-            idx = order[start:stop]
+        for start, stop in self._bounds():
+            idx = order[slice(*self._slice(start, stop))]
             m = len(idx)
             x_raw = np.take(self.x, idx, axis=0, out=self._x_raw[:m])
             y = np.take(self.y, idx, axis=0, out=self._y[:m])

@@ -42,12 +42,37 @@ __all__ = [
     "Layer",
     "LeakyReLU",
     "OnnxGraph",
+    "ProcessGroup",
     "ReLU",
     "Rescaling",
     "Sigmoid",
     "Softmax",
     "Tanh",
 ]
+
+
+class ProcessGroup(Protocol):
+    """The processes that train one model together, as a layer sees them.
+
+    Each process holds a contiguous slice of every batch (see :mod:`chainrule.distributed`, which
+    implements this on MPI); a layer reaches the others only through these calls.
+    """
+
+    #: This process's number, 0 to ``size - 1``.
+    rank: int
+    #: The number of processes.
+    size: int
+
+    def sum(self, buffer: np.ndarray) -> None:
+        """Replace ``buffer``, on every process, by its element-wise sum over the processes.
+
+        A collective call: every process makes it, with a buffer of the same shape and dtype, in
+        the same order as the others.
+        """
+
+    def generator(self) -> np.random.Generator:
+        """A random generator of this process's own, derived from the run's seed and the rank;
+        each call gives the next of a fixed sequence."""
 
 
 class Layer:
@@ -64,6 +89,7 @@ class Layer:
     * :meth:`get_extra_state` / :meth:`set_extra_state`: state beyond arrays (a random generator);
     * :meth:`to_onnx`: the ONNX nodes that compute its inference forward pass, for
       :func:`~chainrule.export_onnx` (a layer without them cannot be exported);
+    * :meth:`distribute`: what it shares with the other processes in data-parallel training;
     * optionally ``_backward_update``: a backward pass that applies plain SGD inside the matrix
       product that makes a weight gradient (the training loop's fast path; Dense has one).
 
@@ -165,6 +191,18 @@ class Layer:
         """Restore what :meth:`get_extra_state` returned; raises ``ValueError`` if it is bad."""
         if state:
             raise ValueError(f"{self!r} keeps no extra state, got keys {sorted(state)}")
+
+    def distribute(self, group: ProcessGroup | None) -> None:
+        """Join the processes that train the model together (``None``: leave them).
+
+        :func:`~chainrule.fit` calls this on every layer, in order, before it trains data-parallel
+        and with ``None`` when it ends. Each process then holds a slice of every batch: a layer
+        whose training-mode output depends on the whole batch (BatchNorm's statistics) sums what
+        it needs over the processes with ``group.sum``, and one that draws random numbers
+        (Dropout, RandomShift) takes a generator of its own from ``group.generator()``, so that
+        the processes draw differently. Parameter gradients need nothing here: the training loop
+        sums them. The default does nothing.
+        """
 
     def to_onnx(self, graph: OnnxGraph, x: str) -> str:
         """Add the ONNX nodes of the inference forward pass to ``graph``; return the output's name.
@@ -604,6 +642,11 @@ class _RandomLayer(Layer):
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"{self!r}: bad random-generator state ({exc!r})") from exc
 
+    def distribute(self, group: ProcessGroup | None) -> None:
+        # Every process draws for its own samples: from a generator of its own, not the shared one.
+        if group is not None:
+            self.rng = group.generator()
+
 
 class Dropout(_RandomLayer):
     """Inverted dropout: in training, zero each unit with probability ``p`` and scale the rest
@@ -656,6 +699,13 @@ class BatchNorm(Layer):
     -------------------
     With ``xhat = (x - mean) / std``: ``dgamma = sum(dy * xhat)``, ``dbeta = sum(dy)`` and
     ``dx = (g - mean(g) - xhat * mean(g * xhat)) / std`` where ``g = dy * gamma``.
+
+    Data-parallel
+    -------------
+    Trained by several processes (:meth:`~Layer.distribute`), each holding a slice of the batch,
+    it normalises with the statistics of the whole batch: the processes sum ``x``, ``x**2`` and
+    their sample counts in the forward pass, ``g`` and ``g * xhat`` in the backward pass, so
+    that N processes compute what one would.
     """
 
     has_training_mode = True
@@ -681,6 +731,8 @@ class BatchNorm(Layer):
         self._xhat: np.ndarray | None = None
         self._inv_std: np.ndarray | None = None
         self._batch_stats = False
+        self._group: ProcessGroup | None = None
+        self._count = 0  # samples in the whole batch of the last training forward
 
     @property
     def input_shape(self) -> tuple[int]:
@@ -691,15 +743,13 @@ class BatchNorm(Layer):
         n = (check_int(config.get("num_features"), "num_features"),)
         return {"gamma": n, "beta": n, "running_mean": n, "running_var": n}
 
+    def distribute(self, group: ProcessGroup | None) -> None:
+        self._group = group
+
     def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         x = x.astype(self.params["gamma"].dtype, copy=False)
         if training:
-            if x.shape[0] < self.min_batch:
-                raise ValueError(
-                    f"{self!r} needs a batch of at least {self.min_batch} in training, "
-                    f"got {x.shape}"
-                )
-            mean, var = x.mean(axis=0), x.var(axis=0)
+            mean, var = self._batch_moments(x)
             m = self.momentum
             self.buffers["running_mean"] *= m
             self.buffers["running_mean"] += (1 - m) * mean
@@ -721,7 +771,39 @@ class BatchNorm(Layer):
         g = dy * self.params["gamma"]
         if not self._batch_stats:  # running statistics are constants
             return g * inv_std
-        return (g - g.mean(axis=0) - xhat * (g * xhat).mean(axis=0)) * inv_std
+        gx = g * xhat
+        if self._group is None:
+            return (g - g.mean(axis=0) - xhat * gx.mean(axis=0)) * inv_std
+        sums = np.concatenate([g.sum(axis=0, dtype=np.float64), gx.sum(axis=0, dtype=np.float64)])
+        self._group.sum(sums)
+        means = (sums / self._count).astype(g.dtype)
+        f = self.num_features
+        return (g - means[:f] - xhat * means[f:]) * inv_std
+
+    def _batch_moments(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and (biased) variance of the batch, over every process's slice of it."""
+        if self._group is None:
+            count, mean, var = len(x), x.mean(axis=0), x.var(axis=0)
+        else:
+            # Sums in float64, so that E[x**2] - E[x]**2 loses nothing to cancellation.
+            sums = np.concatenate(
+                [
+                    x.sum(axis=0, dtype=np.float64),
+                    np.square(x, dtype=np.float64).sum(axis=0),
+                    [len(x)],
+                ]
+            )
+            self._group.sum(sums)
+            f, count = self.num_features, int(sums[-1])
+            mean64 = sums[:f] / count
+            var64 = np.maximum(sums[f : 2 * f] / count - mean64**2, 0.0)
+            mean, var = mean64.astype(x.dtype), var64.astype(x.dtype)
+        if count < self.min_batch:
+            raise ValueError(
+                f"{self!r} needs a batch of at least {self.min_batch} in training, got {x.shape}"
+            )
+        self._count = count
+        return mean, var
 
     def to_onnx(self, graph: OnnxGraph, x: str) -> str:
         # Inference: normalised by the running statistics, as forward(x, training=False) is.

@@ -31,6 +31,7 @@ from .callbacks import (
     snapshot,
 )
 from .data import Batches, check_dataset, train_validation_split
+from .distributed import GradientSum, MPIGroup
 from .history import History
 from .losses import LOSSES, Loss
 from .metrics import as_labels
@@ -105,6 +106,7 @@ def fit(
     initial_epoch: int = 0,
     divergence_factor: float | None = 1e4,
     threads: int | None = None,
+    comm: Any = None,
 ) -> History:
     """Train ``model`` by mini-batch back-propagation.
 
@@ -148,6 +150,14 @@ def fit(
         :func:`chainrule.threads`; needs threadpoolctl). ``None`` leaves the libraries' own
         setting (one thread per core unless set otherwise). A run is repeatable bit for bit
         with the same thread count on the same kind of CPU.
+    comm : mpi4py communicator, optional
+        Train data-parallel on the processes of ``comm`` (``mpi4py.MPI.COMM_WORLD`` in a script
+        started by ``mpirun -n N python -m mpi4py script.py``), each on a slice of every batch:
+        the model one process would train with the same ``batch_size``, to rounding (see
+        :mod:`chainrule.distributed`). Every process calls ``fit`` with the same arguments (a
+        ``ValueError`` on all of them says which differ); rank 0's model and optimizer state
+        are the ones trained, and every process ends with the same. ``None``: this process
+        alone.
 
     Returns
     -------
@@ -178,7 +188,10 @@ def fit(
     loss, optimizer = resolve_loss(loss), resolve_optimizer(optimizer)
     epochs = check_int(epochs, "epochs", minimum=0)
     initial_epoch = check_int(initial_epoch, "initial_epoch", minimum=0)
-    if seed is None:
+    group = None if comm is None else MPIGroup(comm, seed, initial_epoch)  # agrees on the seed
+    if group is not None:
+        seed = group.seed
+    elif seed is None:
         seed = int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]
     seed = check_int(seed, "seed", minimum=0)
     if threads is not None:
@@ -187,12 +200,20 @@ def fit(
     _check_against_model(model, loss, optimizer, x, y, validation)
     guard = _DivergenceGuard(model, optimizer, divergence_factor)
 
-    batches = Batches(x, y, batch_size, model.dtype, model.min_batch)
+    part = (0, 1) if group is None else (group.rank, group.size)
+    batches = Batches(x, y, batch_size, model.dtype, model.min_batch, part)
     history = History()
     run = TrainingRun(model, optimizer, history, epochs, len(batches), validation is not None)
     callbacks = list(callbacks or [])
-    with contextlib.nullcontext() if threads is None else kernels.threads(threads):
-        fuse = kernels.fold_pays()
+    with contextlib.ExitStack() as stack:
+        if threads is not None:
+            stack.enter_context(kernels.threads(threads))
+        summed = stack.enter_context(
+            _data_parallel(group, run, loss, x, batches, shuffle, validation)
+        )
+        # Plain SGD folded into the weight-gradient products never materialises the gradients
+        # that data-parallel training must sum first.
+        fuse = summed is None and kernels.fold_pays()
         for cb in callbacks:
             cb.on_train_begin(run)
         for epoch in range(initial_epoch, epochs):
@@ -200,13 +221,13 @@ def fit(
                 cb.on_epoch_begin(run, epoch)
             start = time.perf_counter()
             order = np.random.default_rng([seed, epoch]) if shuffle else None
-            logs = _train_epoch(run, batches.epoch(order), loss, guard, epoch, callbacks, fuse)
-            if validation is not None:
-                val = evaluate(model, *validation, loss)
-                logs.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
-            history.append(
-                epoch=epoch, **logs, lr=optimizer.lr, seconds=time.perf_counter() - start
+            logs = _train_epoch(
+                run, batches.epoch(order), loss, guard, epoch, callbacks, fuse, summed
             )
+            if validation is not None:
+                logs.update(_validate(model, validation, loss, group))
+            seconds = time.perf_counter() - start
+            history.append(epoch=epoch, **logs, lr=optimizer.lr, seconds=seconds)
             for cb in callbacks:
                 cb.on_epoch_end(run, epoch, logs)
             if run.stop:
@@ -214,6 +235,31 @@ def fit(
         for cb in callbacks:
             cb.on_train_end(run)
     return history
+
+
+def _data_parallel(
+    group: MPIGroup | None,
+    run: TrainingRun,
+    loss: Loss,
+    x: np.ndarray,
+    batches: Batches,
+    shuffle: bool,
+    validation: tuple[np.ndarray, np.ndarray] | None,
+) -> contextlib.AbstractContextManager[GradientSum | None]:
+    """Data-parallel, every process checked to train alike, started from rank 0's state and
+    summing its gradients with the others'; alone, nothing."""
+    if group is None:
+        return contextlib.nullcontext()
+    return group.training(
+        run.model,
+        run.optimizer,
+        samples=x.shape,
+        validation_samples=None if validation is None else validation[0].shape,
+        batches=(batches.batch_size, len(batches)),
+        epochs=run.epochs,
+        shuffle=shuffle,
+        loss=(type(loss).__name__, loss.config()),
+    )
 
 
 def _check_model(model: Any) -> None:
@@ -295,8 +341,13 @@ class _Tally:
         self.correct += int(np.count_nonzero(model.classes(out) == as_labels(yb)))
         self.seen += len(yb)
 
-    def logs(self) -> dict[str, float]:
-        return {"loss": self.loss / self.seen, "accuracy": self.correct / self.seen}
+    def logs(self, group: MPIGroup | None = None) -> dict[str, float]:
+        """The means, over every process's samples when ``group`` is given."""
+        totals = np.array([self.loss, self.correct, self.seen], np.float64)
+        if group is not None:
+            group.sum(totals)
+        loss, correct, seen = totals.tolist()
+        return {"loss": loss / seen, "accuracy": correct / seen}
 
 
 def _train_epoch(
@@ -307,12 +358,14 @@ def _train_epoch(
     epoch: int,
     callbacks: Sequence[Callback],
     fuse: bool = False,
+    summed: GradientSum | None = None,
 ) -> dict[str, float]:
     """One pass over the batches: forward, loss, backward, update; returns the epoch's logs.
 
     ``fuse`` lets layers apply plain SGD inside the matrix products of their gradients (see
-    :func:`_backward_and_update`); without it every gradient is in ``model.grads`` before the
-    update (a gradient to be summed over processes first, say).
+    :func:`_backward_and_update`). Data-parallel (``summed`` given), the backward pass of each
+    process's slice comes with the sum of every process's gradients and losses, before the
+    update checks the batch's loss.
     """
     model, optimizer = run.model, run.optimizer
     params, grads = model.params, model.grads  # the layers' own arrays, updated in place
@@ -326,15 +379,19 @@ def _train_epoch(
         with np.errstate(over="ignore", invalid="ignore", under="ignore"):
             out = model._forward_trusted(xb, training=True, check=False)
             value = loss._forward_trusted(out, yb) if np.isfinite(out).all() else np.nan
-            guard.check_loss(value, epoch, b)
-            _backward_and_update(model, optimizer, params, grads, loss.backward(), fuse)
+            batch_loss = value if summed is None else summed.backward(loss, out, value)
+            guard.check_loss(batch_loss, epoch, b)
+            if summed is None:
+                _backward_and_update(model, optimizer, params, grads, loss.backward(), fuse)
+            else:
+                optimizer._step_trusted(params, grads)
             tally.add(model, value, out, yb)
         for cb in callbacks:
-            cb.on_batch_end(run, b, value)
+            cb.on_batch_end(run, b, batch_loss)
         if run.stop:  # a callback may end training mid-epoch (a time budget, say)
             break
     guard.check_state(epoch, b)
-    return tally.logs()
+    return tally.logs(None if summed is None else summed.group)
 
 
 def _backward_and_update(
@@ -446,17 +503,43 @@ def evaluate(
         check_labels(y, max(k, 2), "y")  # a single sigmoid output scores classes 0 and 1
     elif y.shape[1] != k:
         raise ValueError(f"y has rows of {y.shape[1]} values, but the model outputs {k}")
+    total_loss, correct = _totals(model, x, y, loss, batch_size)
+    result = {"accuracy": correct / len(x)}
+    if loss is not None:
+        result["loss"] = total_loss / len(x)
+    return result
+
+
+def _totals(
+    model: Sequential, x: np.ndarray, y: np.ndarray, loss: Loss | None, batch_size: int
+) -> tuple[float, int]:
+    """The summed loss (0 without one) and the number of samples classified right."""
     total_loss, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         out = model.forward(xb)
         if loss is not None:
             total_loss += loss.forward(out, yb) * len(xb)
-        correct += int(np.count_nonzero(model.classes(out) == as_labels(yb)))  # checked above
-    result = {"accuracy": correct / len(x)}
-    if loss is not None:
-        result["loss"] = total_loss / len(x)
-    return result
+        correct += int(np.count_nonzero(model.classes(out) == as_labels(yb)))
+    return total_loss, correct
+
+
+def _validate(
+    model: Sequential,
+    validation: tuple[np.ndarray, np.ndarray],
+    loss: Loss,
+    group: MPIGroup | None,
+) -> dict[str, float]:
+    """The validation loss and accuracy; data-parallel, each process evaluates a slice."""
+    if group is None:
+        val = evaluate(model, *validation, loss)
+        return {"val_loss": val["loss"], "val_accuracy": val["accuracy"]}
+    x, y = validation
+    lo, hi = len(x) * group.rank // group.size, len(x) * (group.rank + 1) // group.size
+    totals = np.array([*_totals(model, x[lo:hi], y[lo:hi], loss, 1000), hi - lo], np.float64)
+    group.sum(totals)
+    total_loss, correct, count = totals.tolist()
+    return {"val_loss": total_loss / count, "val_accuracy": correct / count}
 
 
 def _classification_loss(model: Sequential, outputs: int) -> Loss:
