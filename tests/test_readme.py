@@ -43,4 +43,5 @@ def test_ci_runs_the_readmes_test_command():
     packages = {word for word in ci_apt.group(1).split() if not word.startswith("-")}
     assert set(apt.group(1).split()) == packages
     tests = 'pip install -e ".[test]" && pytest'
-    assert test_command.endswith(tests) and tests in ci
+    assert test_command.endswith(tests)
+    assert tests in ci
