@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["load_digit", "prepare_digit"]
+__all__ = ["find_digit", "label_components", "load_digit", "prepare_digit"]
 
 
 def load_digit(path: str | os.PathLike[str]) -> np.ndarray:
@@ -68,32 +68,46 @@ def _greyscale(im: Any) -> np.ndarray:
     return grey * alpha + paper * (1.0 - alpha)
 
 
+#: Larger images are first reduced by area averaging (an integer factor) until no side exceeds
+#: this: ample for a digit that ends up 20 pixels tall, and it averages a camera's noise away.
+MAX_SIDE = 512
+#: The background is modelled on a grid of this many blocks along the image's longer side: blocks
+#: about as wide as a stroke of a digit that fills the frame, so a lighting gradient or a shadow's
+#: edge is followed within a block or two.
+GRID = 12
+
+
 def prepare_digit(grey: np.ndarray) -> np.ndarray:
     """Turn a greyscale image ``(H, W)`` in [0, 1] into an MNIST-like ``(784,)`` float32 vector.
 
-    The border decides the polarity: a light border means dark ink on paper, which is inverted.
+    As MNIST was made: the digit is cropped to its ink, scaled (area averaging) so its longer
+    side is 20 pixels, and placed in a 28 x 28 image with its centre of mass at the centre;
+    white ink on black, 0 to 1. The ink is found as in :func:`find_digit`: against a background
+    estimated from the image itself (lighting gradients and shadows are removed), with either
+    polarity, keeping the largest connected strokes.
+
+    Args:
+        grey: ``(H, W)`` greyscale levels in [0, 1], any size, dark ink on light paper or light
+            ink on dark.
+
+    Returns:
+        ``(784,)`` float32 in [0, 1], the 28 x 28 image row by row.
+
+    Raises:
+        ValueError: if ``grey`` is not a non-empty 2-D array of finite numbers, or holds no
+            digit (``the image is blank: no digit found``).
+
+    Shape:
+        ``(H, W)`` -> ``(784,)``.
+
+    Example:
+        >>> x = prepare_digit(drawing)  # doctest: +SKIP
+        >>> model.predict(x[None, :] * 255)  # doctest: +SKIP
     """
-    from PIL import Image
-
-    if grey.ndim != 2 or min(grey.shape) < 1:
-        raise ValueError(f"expected a 2-D greyscale image, got shape {grey.shape}")
-
-    def border(a: np.ndarray) -> np.ndarray:
-        return np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
-
-    ink = 1.0 - grey if np.median(border(grey)) > 0.5 else grey.astype(np.float32)
-    ink = np.clip(ink - np.median(border(ink)), 0.0, None)  # the paper's tone becomes 0
-    if ink.max() <= 0.0:
-        raise ValueError("the image is blank: no digit found")
-    ink /= ink.max()
-    rows, cols = np.nonzero(ink > 0.2)
-    ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    ink, _ = find_digit(grey)
     h, w = ink.shape
     scale = 20.0 / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    pixels = np.rint(ink * 255).astype(np.uint8)  # rounded: truncation would darken by 0.5 level
-    small = Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS)
-    digit = np.asarray(small, dtype=np.float32) / 255
+    digit = _area_resize(ink, max(1, round(h * scale)), max(1, round(w * scale)))
     canvas = np.zeros((28, 28), np.float32)
     # Place the 20x20 box so the centre of mass lands on the centre of the canvas, as MNIST does.
     total = digit.sum()
@@ -103,3 +117,196 @@ def prepare_digit(grey: np.ndarray) -> np.ndarray:
     left = int(np.clip(round(13.5 - cx), 0, 28 - digit.shape[1]))
     canvas[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
     return np.clip(canvas, 0.0, 1.0).ravel()
+
+
+def find_digit(grey: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The digit's ink, cropped, and where it was found in ``grey``.
+
+    1. Images larger than :data:`MAX_SIDE` are reduced by area averaging.
+    2. The polarity: against a rough background (block medians), the ink is the side whose
+       pixels stand out most beyond the noise; dark ink is inverted so ink is bright.
+    3. The background: a low percentile of each block of a :data:`GRID` grid (paper, unless
+       three quarters of the block is ink), a grey opening of the grid (min then max over 3 x 3
+       blocks: blocks covered by thick strokes take their neighbours' level, while gradients and
+       shadows wider than the window stay), interpolated bilinearly. Ink = image - background.
+    4. The noise level ``sigma`` from the median absolute deviation; the ink mask is what
+       exceeds both 3 sigma and 30 % of the strongest ink.
+    5. The connected parts of the mask (8-connected, :func:`label_components`): those at least a
+       tenth the size of the largest are the digit; specks, grain and smudges are dropped.
+
+    Args:
+        grey: ``(H, W)`` greyscale levels in [0, 1].
+
+    Returns:
+        ``(ink, (top, left, bottom, right))``: the ink in [0, 1] (1 where the strokes are
+        strongest) cropped to the digit at the analysed scale, and that crop's box in ``grey``'s
+        pixels (``bottom`` and ``right`` exclusive).
+
+    Raises:
+        ValueError: as :func:`prepare_digit`.
+
+    Shape:
+        ``(H, W)`` -> ``((h, w), 4-tuple)`` with ``h <= H``, ``w <= W``.
+
+    Example:
+        >>> ink, (top, left, bottom, right) = find_digit(photo)  # doctest: +SKIP
+    """
+    grey = np.asarray(grey)
+    if grey.ndim != 2 or min(grey.shape) < 1 or grey.dtype.kind not in "biuf":
+        raise ValueError(
+            f"expected a 2-D greyscale image of numbers, got shape {grey.shape} of {grey.dtype}"
+        )
+    if not np.isfinite(grey).all():
+        raise ValueError("the greyscale image holds NaN or infinite values")
+    factor = -(-max(grey.shape) // MAX_SIDE)
+    image = _reduce(grey.astype(np.float64), factor)
+    block = max(2, -(-max(image.shape) // GRID))
+
+    # Polarity: against block medians (either polarity's paper), which side stands out more.
+    rough = image - _upsample(_filter3(_blocks(image, block, 50), np.median), block, image.shape)
+    margin = 3 * _sigma(rough)
+    dark_ink = np.clip(-rough - margin, 0, None).sum() > np.clip(rough - margin, 0, None).sum()
+    ink_up = 1.0 - image if dark_ink else image
+
+    paper = _filter3(_filter3(_blocks(ink_up, block, 25), np.min), np.max)  # a grey opening
+    residual = ink_up - _upsample(paper, block, image.shape)
+    sigma = _sigma(residual)
+    ink = np.clip(residual, 0.0, None)
+    peak = float(ink.max())
+    mask = ink > max(0.3 * peak, 3 * sigma)
+    if peak < 0.04 or not mask.any():
+        raise ValueError("the image is blank: no digit found")
+    labels, sizes = label_components(mask)
+    biggest = int(np.argmax(sizes))
+    if np.median(ink[labels == biggest + 1]) < 5 * sigma:  # the strongest blob is only grain
+        raise ValueError("the image is blank: no digit found")
+    keep = np.flatnonzero(sizes >= 0.1 * sizes[biggest]) + 1
+    kept = np.isin(labels, keep)
+    level = float(np.percentile(ink[kept], 90))
+    # The pixels next to the strokes keep their soft edges (anti-aliasing, blur).
+    ink = np.where(_filter3(kept, np.max), np.minimum(ink / level, 1.0), 0.0)
+    rows, cols = np.nonzero(ink)
+    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    box = tuple(
+        int(min(v * factor, limit))
+        for v, limit in zip((top, left, bottom, right), (*grey.shape, *grey.shape), strict=True)
+    )
+    return ink[top:bottom, left:right].astype(np.float32), box  # type: ignore[return-value]
+
+
+def label_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Label the 8-connected components of a boolean image.
+
+    Works on runs (horizontal stretches of ``True``): runs in neighbouring rows that touch,
+    diagonals included, are joined by a vectorised union-find (hooking each root onto the
+    smallest root it touches, then pointer jumping), so the cost follows the number of runs,
+    not the pixels or the components' shapes.
+
+    Args:
+        mask: ``(H, W)`` booleans.
+
+    Returns:
+        ``(labels, sizes)``: ``labels`` ``(H, W)`` int64, 0 off the mask and 1 to ``n`` on it,
+        numbered in the order of each component's first pixel (row by row); ``sizes`` ``(n,)``
+        the pixels of each.
+
+    Shape:
+        ``(H, W)`` -> ``((H, W), (n,))``.
+
+    Example:
+        >>> label_components(np.array([[1, 0, 0], [0, 1, 0], [0, 0, 0], [1, 1, 0]], bool))[1]
+        array([2, 2])
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
+    h, w = mask.shape
+    labels = np.zeros((h, w), np.int64)
+    edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    start_row, start = np.nonzero(edges == 1)  # row-major: runs in reading order
+    _, end = np.nonzero(edges == -1)  # exclusive ends, in the same order
+    n = len(start)
+    if n == 0:
+        return labels, np.zeros(0, np.int64)
+    # Run a in row y touches run b in row y + 1 when b starts at most one past a's last pixel
+    # and ends at most one before a's first: a contiguous range of row y + 1's runs.
+    stride = w + 2
+    first = np.searchsorted(start_row * stride + end, (start_row + 1) * stride + start)
+    last = np.searchsorted(start_row * stride + start, (start_row + 1) * stride + end, "right")
+    count = np.maximum(last - first, 0)
+    a = np.repeat(np.arange(n), count)
+    b = np.repeat(first - np.cumsum(count) + count, count) + np.arange(count.sum())
+    parent = np.arange(n)
+    while True:
+        ra, rb = parent[a], parent[b]
+        differ = ra != rb
+        if not differ.any():
+            break
+        lo, hi = np.minimum(ra[differ], rb[differ]), np.maximum(ra[differ], rb[differ])
+        np.minimum.at(parent, hi, lo)  # a root hooks onto the smallest root it touches
+        while True:  # pointer jumping: every run points straight at its root again
+            grand = parent[parent]
+            if (grand == parent).all():
+                break
+            parent = grand
+    roots, component = np.unique(parent, return_inverse=True)
+    length = end - start
+    sizes = np.bincount(component, weights=length, minlength=len(roots)).astype(np.int64)
+    flat = np.repeat(start_row * w + start - np.cumsum(length) + length, length)
+    labels.ravel()[flat + np.arange(length.sum())] = np.repeat(component + 1, length)
+    return labels, sizes
+
+
+def _reduce(image: np.ndarray, factor: int) -> np.ndarray:
+    """``image`` shrunk ``factor`` times by averaging blocks (the edge repeated to fill)."""
+    if factor == 1:
+        return image
+    h, w = image.shape
+    hh, ww = -(-h // factor), -(-w // factor)
+    padded = np.pad(image, ((0, hh * factor - h), (0, ww * factor - w)), mode="edge")
+    return padded.reshape(hh, factor, ww, factor).mean(axis=(1, 3))
+
+
+def _blocks(image: np.ndarray, block: int, percentile: float) -> np.ndarray:
+    """The ``percentile`` of each ``block`` x ``block`` tile: a ``(ceil(H/b), ceil(W/b))`` grid."""
+    h, w = image.shape
+    gh, gw = -(-h // block), -(-w // block)
+    padded = np.pad(image, ((0, gh * block - h), (0, gw * block - w)), mode="edge")
+    tiles = padded.reshape(gh, block, gw, block).transpose(0, 2, 1, 3).reshape(gh, gw, -1)
+    return np.percentile(tiles, percentile, axis=-1)
+
+
+def _filter3(grid: np.ndarray, reduce: Any) -> np.ndarray:
+    """``reduce`` (``np.min``, ``np.max``, ``np.median``) over each 3 x 3 neighbourhood."""
+    h, w = grid.shape
+    padded = np.pad(grid, 1, mode="edge")
+    stack = np.stack([padded[i : i + h, j : j + w] for i in range(3) for j in range(3)])
+    return reduce(stack, axis=0)
+
+
+def _upsample(grid: np.ndarray, block: int, shape: tuple[int, ...]) -> np.ndarray:
+    """The grid of block values interpolated bilinearly between the blocks' centres."""
+
+    def weights(cells: int, size: int) -> np.ndarray:
+        centres = (np.arange(cells) + 0.5) * block - 0.5
+        eye = np.eye(cells)
+        return np.stack([np.interp(np.arange(size), centres, eye[k]) for k in range(cells)], 1)
+
+    return weights(grid.shape[0], shape[0]) @ grid @ weights(grid.shape[1], shape[1]).T
+
+
+def _sigma(values: np.ndarray) -> float:
+    """The noise's standard deviation, from the median absolute deviation (robust to ink)."""
+    return 1.4826 * float(np.median(np.abs(values - np.median(values))))
+
+
+def _area_resize(image: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """``image`` resized to ``(rows, cols)``, each output pixel the mean of the area it covers."""
+
+    def weights(out: int, size: int) -> np.ndarray:
+        step = size / out
+        lo = np.arange(out)[:, None] * step
+        i = np.arange(size)[None, :]
+        return np.clip(np.minimum(i + 1, lo + step) - np.maximum(i, lo), 0, None) / step
+
+    return weights(rows, image.shape[0]) @ image @ weights(cols, image.shape[1]).T
