@@ -71,10 +71,13 @@ def _greyscale(im: Any) -> np.ndarray:
 #: Larger images are first reduced by area averaging (an integer factor) until no side exceeds
 #: this: ample for a digit that ends up 20 pixels tall, and it averages a camera's noise away.
 MAX_SIDE = 512
-#: The background is modelled on a grid of this many blocks along the image's longer side: blocks
-#: about as wide as a stroke of a digit that fills the frame, so a lighting gradient or a shadow's
-#: edge is followed within a block or two.
-GRID = 12
+#: The background is the image's grey opening (or closing, for dark ink) with a square window of
+#: 1/WINDOW_SHARE of the longer side: wider than the strokes of a digit that fills the frame, so
+#: they are removed, while a lighting gradient or a shadow's edge, wider than that, stays.
+WINDOW_SHARE = 5
+#: The ink's contrast is taken relative to the paper's level, but never a level below this: on
+#: black (a drawing's canvas, a dark board) it would only magnify the noise.
+PAPER_FLOOR = 0.05
 
 
 def prepare_digit(grey: np.ndarray) -> np.ndarray:
@@ -160,31 +163,45 @@ def find_digit(grey: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]
         raise ValueError("the greyscale image holds NaN or infinite values")
     factor = -(-max(grey.shape) // MAX_SIDE)
     image = _reduce(grey.astype(np.float64), factor)
-    block = max(2, -(-max(image.shape) // GRID))
-
-    # Polarity: against block medians (either polarity's paper), which side stands out more.
-    rough = image - _upsample(_filter3(_blocks(image, block, 50), np.median), block, image.shape)
-    margin = 3 * _sigma(rough)
-    dark_ink = np.clip(-rough - margin, 0, None).sum() > np.clip(rough - margin, 0, None).sum()
-    ink_up = 1.0 - image if dark_ink else image
-
-    paper = _filter3(_filter3(_blocks(ink_up, block, 25), np.min), np.max)  # a grey opening
-    residual = ink_up - _upsample(paper, block, image.shape)
+    window = max(3, -(-max(image.shape) // WINDOW_SHARE) | 1)  # odd, wider than any stroke
+    # Polarity: against a local median (the paper, whichever its tone), the ink is the side
+    # that stands out more beyond the noise. (An opening would not do: the paper inside a loop
+    # of dark ink is itself a narrow light feature.)
+    block = max(2, -(-max(image.shape) // 12))
+    paper = _upsample(_filter3(_blocks(image, block), np.median), block, image.shape)
+    dark_ink = _stand_out(paper - image) > _stand_out(image - paper)
+    # A light 3 x 3 blur first, so the window's extrema follow the paper, not its grain.
+    smooth = _box3(image)
+    if dark_ink:  # a grey closing: the paper with the dark strokes filled in
+        background = _slide(_slide(smooth, window, np.maximum), window, np.minimum)
+        residual = background - image
+    else:  # a grey opening
+        background = _slide(_slide(smooth, window, np.minimum), window, np.maximum)
+        residual = image - background
+    # Light multiplies what the paper and the ink reflect: relative to the paper's own level,
+    # the ink's contrast is the same in a shadow as in full light.
+    residual /= np.maximum(background, PAPER_FLOOR)
     sigma = _sigma(residual)
     ink = np.clip(residual, 0.0, None)
-    peak = float(ink.max())
+    peak = float(_box3(ink).max())  # of 3 x 3 means: a speck of grain is no stroke
     mask = ink > max(0.3 * peak, 3 * sigma)
     if peak < 0.04 or not mask.any():
         raise ValueError("the image is blank: no digit found")
     labels, sizes = label_components(mask)
-    biggest = int(np.argmax(sizes))
-    if np.median(ink[labels == biggest + 1]) < 5 * sigma:  # the strongest blob is only grain
+    strength = _medians(ink, labels, len(sizes))
+    # The digit's strokes share one contrast; where a background with corners was not followed
+    # exactly (the meeting of a shadow and a gradient), the leftover is fainter. So: among the
+    # parts not mere specks, those nearly as strong as the strongest; of these, the largest and
+    # those at least a tenth its size.
+    candidate = sizes >= 0.02 * sizes.max()
+    best = strength[candidate].max()
+    if best < 5 * sigma:  # the strongest part is only grain
         raise ValueError("the image is blank: no digit found")
-    keep = np.flatnonzero(sizes >= 0.1 * sizes[biggest]) + 1
-    kept = np.isin(labels, keep)
+    strong = candidate & (strength >= 0.6 * best)
+    kept = np.isin(labels, np.flatnonzero(strong & (sizes >= 0.1 * sizes[strong].max())) + 1)
     level = float(np.percentile(ink[kept], 90))
     # The pixels next to the strokes keep their soft edges (anti-aliasing, blur).
-    ink = np.where(_filter3(kept, np.max), np.minimum(ink / level, 1.0), 0.0)
+    ink = np.where(_slide(kept, 3, np.maximum), np.minimum(ink / level, 1.0), 0.0)
     rows, cols = np.nonzero(ink)
     top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
     box = tuple(
@@ -257,6 +274,16 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return labels, sizes
 
 
+def _medians(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """The median of ``values`` over each label 1 to ``n``."""
+    on = labels > 0
+    order = np.lexsort((values[on], labels[on]))
+    ranked = values[on][order]
+    counts = np.bincount(labels[on], minlength=n + 1)[1:]
+    starts = np.cumsum(counts) - counts
+    return (ranked[starts + (counts - 1) // 2] + ranked[starts + counts // 2]) / 2
+
+
 def _reduce(image: np.ndarray, factor: int) -> np.ndarray:
     """``image`` shrunk ``factor`` times by averaging blocks (the edge repeated to fill)."""
     if factor == 1:
@@ -267,17 +294,17 @@ def _reduce(image: np.ndarray, factor: int) -> np.ndarray:
     return padded.reshape(hh, factor, ww, factor).mean(axis=(1, 3))
 
 
-def _blocks(image: np.ndarray, block: int, percentile: float) -> np.ndarray:
-    """The ``percentile`` of each ``block`` x ``block`` tile: a ``(ceil(H/b), ceil(W/b))`` grid."""
+def _blocks(image: np.ndarray, block: int) -> np.ndarray:
+    """The median of each ``block`` x ``block`` tile: a ``(ceil(H/b), ceil(W/b))`` grid."""
     h, w = image.shape
     gh, gw = -(-h // block), -(-w // block)
     padded = np.pad(image, ((0, gh * block - h), (0, gw * block - w)), mode="edge")
     tiles = padded.reshape(gh, block, gw, block).transpose(0, 2, 1, 3).reshape(gh, gw, -1)
-    return np.percentile(tiles, percentile, axis=-1)
+    return np.median(tiles, axis=-1)
 
 
 def _filter3(grid: np.ndarray, reduce: Any) -> np.ndarray:
-    """``reduce`` (``np.min``, ``np.max``, ``np.median``) over each 3 x 3 neighbourhood."""
+    """``reduce`` (such as ``np.median``) over each 3 x 3 neighbourhood (the edge repeated)."""
     h, w = grid.shape
     padded = np.pad(grid, 1, mode="edge")
     stack = np.stack([padded[i : i + h, j : j + w] for i in range(3) for j in range(3)])
@@ -293,6 +320,36 @@ def _upsample(grid: np.ndarray, block: int, shape: tuple[int, ...]) -> np.ndarra
         return np.stack([np.interp(np.arange(size), centres, eye[k]) for k in range(cells)], 1)
 
     return weights(grid.shape[0], shape[0]) @ grid @ weights(grid.shape[1], shape[1]).T
+
+
+def _slide(image: np.ndarray, size: int, op: Any) -> np.ndarray:
+    """``op`` (``np.minimum`` or ``np.maximum``) over each ``size`` x ``size`` square centred on a
+    pixel (``size`` odd; the edge repeated beyond the image). Van Herk / Gil-Werman: running
+    extrema within blocks of ``size``, forwards and backwards, so the cost does not grow with
+    ``size``."""
+    for axis in (0, 1):
+        x = np.moveaxis(image, axis, -1)
+        n = x.shape[-1]
+        half = size // 2
+        blocks = -(-(n + 2 * half) // size)
+        pad = (half, blocks * size - n - half)
+        x = np.pad(x, [(0, 0), pad], mode="edge").reshape(-1, blocks, size)
+        ahead = op.accumulate(x, axis=-1).reshape(len(x), -1)
+        behind = op.accumulate(x[..., ::-1], axis=-1)[..., ::-1].reshape(len(x), -1)
+        image = np.moveaxis(op(behind[:, :n], ahead[:, size - 1 : size - 1 + n]), -1, axis)
+    return image
+
+
+def _box3(image: np.ndarray) -> np.ndarray:
+    """The mean over each 3 x 3 neighbourhood (the edge repeated)."""
+    h, w = image.shape
+    padded = np.pad(image, 1, mode="edge")
+    return sum(padded[i : i + h, j : j + w] for i in range(3) for j in range(3)) / 9
+
+
+def _stand_out(residual: np.ndarray) -> float:
+    """How much of ``residual`` lies beyond three times its noise: the ink's total strength."""
+    return float(np.clip(residual - 3 * _sigma(residual), 0.0, None).sum())
 
 
 def _sigma(values: np.ndarray) -> float:
