@@ -75,6 +75,9 @@ MAX_SIDE = 512
 #: 1/WINDOW_SHARE of the longer side: wider than the strokes of a digit that fills the frame, so
 #: they are removed, while a lighting gradient or a shadow's edge, wider than that, stays.
 WINDOW_SHARE = 5
+#: ... and at least this many pixels: on an image of up to half this size (an MNIST digit, a small
+#: drawing), which the digit fills, the window spans the whole image and the background is flat.
+MIN_WINDOW = 65
 #: The ink's contrast is taken relative to the paper's level, but never a level below this: on
 #: black (a drawing's canvas, a dark board) it would only magnify the noise.
 PAPER_FLOOR = 0.05
@@ -163,13 +166,27 @@ def find_digit(grey: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]
         raise ValueError("the greyscale image holds NaN or infinite values")
     factor = -(-max(grey.shape) // MAX_SIDE)
     image = _reduce(grey.astype(np.float64), factor)
-    window = max(3, -(-max(image.shape) // WINDOW_SHARE) | 1)  # odd, wider than any stroke
+    window = max(MIN_WINDOW, -(-max(image.shape) // WINDOW_SHARE) | 1)  # odd
     # Polarity: against a local median (the paper, whichever its tone), the ink is the side
     # that stands out more beyond the noise. (An opening would not do: the paper inside a loop
     # of dark ink is itself a narrow light feature.)
     block = max(2, -(-max(image.shape) // 12))
-    paper = _upsample(_filter3(_blocks(image, block), np.median), block, image.shape)
+    paper = _upsample(_filter3(_blocks(image, block, 50), np.median), block, image.shape)
     dark_ink = _stand_out(paper - image) > _stand_out(image - paper)
+    # The window must be wider than the thickest stroke, which a digit filling a small frame can
+    # make wider than the share above: measured by eroding the rough ink until none is left.
+    # The paper here is each block's lower quartile of the ink-bright image (paper unless three
+    # quarters of the block is ink), opened over 3 x 3 blocks: no cluster of 2 x 2 ink blocks
+    # survives it, so a thick stroke is not taken for paper.
+    ink_up = 1.0 - image if dark_ink else image
+    floor = _filter3(_filter3(_blocks(ink_up, block, 25), np.min), np.max)
+    rough = _box3(ink_up - _upsample(floor, block, image.shape))  # blurred as below
+    solid = rough > 0.5 * rough.max()
+    thickness = 1
+    while solid.any() and thickness < max(image.shape):
+        solid = _slide(solid, 3, np.minimum)
+        thickness += 2
+    window = max(window, thickness + 2 | 1)
     # A light 3 x 3 blur first, so the window's extrema follow the paper, not its grain.
     smooth = _box3(image)
     if dark_ink:  # a grey closing: the paper with the dark strokes filled in
@@ -193,9 +210,9 @@ def find_digit(grey: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]
     # exactly (the meeting of a shadow and a gradient), the leftover is fainter. So: among the
     # parts not mere specks, those nearly as strong as the strongest; of these, the largest and
     # those at least a tenth its size.
-    candidate = sizes >= 0.02 * sizes.max()
-    best = strength[candidate].max()
-    if best < 5 * sigma:  # the strongest part is only grain
+    candidate = sizes >= max(0.02 * sizes.max(), 2e-4 * image.size, 4)
+    best = strength[candidate].max() if candidate.any() else 0.0
+    if best <= 6 * sigma:  # the strongest part is only grain
         raise ValueError("the image is blank: no digit found")
     strong = candidate & (strength >= 0.6 * best)
     kept = np.isin(labels, np.flatnonzero(strong & (sizes >= 0.1 * sizes[strong].max())) + 1)
@@ -294,13 +311,13 @@ def _reduce(image: np.ndarray, factor: int) -> np.ndarray:
     return padded.reshape(hh, factor, ww, factor).mean(axis=(1, 3))
 
 
-def _blocks(image: np.ndarray, block: int) -> np.ndarray:
-    """The median of each ``block`` x ``block`` tile: a ``(ceil(H/b), ceil(W/b))`` grid."""
+def _blocks(image: np.ndarray, block: int, percentile: float) -> np.ndarray:
+    """The ``percentile`` of each ``block`` x ``block`` tile: a ``(ceil(H/b), ceil(W/b))`` grid."""
     h, w = image.shape
     gh, gw = -(-h // block), -(-w // block)
     padded = np.pad(image, ((0, gh * block - h), (0, gw * block - w)), mode="edge")
     tiles = padded.reshape(gh, block, gw, block).transpose(0, 2, 1, 3).reshape(gh, gw, -1)
-    return np.median(tiles, axis=-1)
+    return np.percentile(tiles, percentile, axis=-1)
 
 
 def _filter3(grid: np.ndarray, reduce: Any) -> np.ndarray:
