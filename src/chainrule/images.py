@@ -174,7 +174,7 @@ def find_digit(grey: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]
     paper = _upsample(_filter3(_blocks(image, block, 50), np.median), block, image.shape)
     dark_ink = _stand_out(paper - image) > _stand_out(image - paper)
     # The window must be wider than the thickest stroke, which a digit filling a small frame can
-    # make wider than the share above: measured by eroding the rough ink until none is left.
+    # make wider than the share above: the widest square that fits in the rough ink.
     # The paper here is each block's lower quartile of the ink-bright image (paper unless three
     # quarters of the block is ink), opened over 3 x 3 blocks: no cluster of 2 x 2 ink blocks
     # survives it, so a thick stroke is not taken for paper.
@@ -182,11 +182,12 @@ def find_digit(grey: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]
     floor = _filter3(_filter3(_blocks(ink_up, block, 25), np.min), np.max)
     rough = _box3(ink_up - _upsample(floor, block, image.shape))  # blurred as below
     solid = rough > 0.5 * rough.max()
-    thickness = 1
-    while solid.any() and thickness < max(image.shape):
-        solid = _slide(solid, 3, np.minimum)
-        thickness += 2
-    window = max(window, thickness + 2 | 1)
+    thin, thick = 0, max(image.shape) // 2  # a square of side 2 * thin + 1 fits in the ink
+    while thin < thick:  # bisection: one erosion each, whatever the width
+        half = (thin + thick + 1) // 2
+        thin, thick = (half, thick) if _slide(solid, 2 * half + 1, np.minimum).any() else (
+            thin, half - 1)
+    window = max(window, 2 * thin + 5)
     # A light 3 x 3 blur first, so the window's extrema follow the paper, not its grain.
     smooth = _box3(image)
     if dark_ink:  # a grey closing: the paper with the dark strokes filled in
