@@ -15,9 +15,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import chainrule as cr  # noqa: E402
-from chainrule.images import label_components, prepare_digit  # noqa: E402
-from photo_like import photograph, render  # noqa: E402
+import chainrule as cr
+from chainrule.images import label_components, prepare_digit
+from photo_like import photograph, render
 
 
 def best_of(rounds: int, run) -> float:

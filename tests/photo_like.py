@@ -8,8 +8,9 @@ import numpy as np
 from PIL import Image
 
 
-def render(digit: np.ndarray, size: int, angle: float, frame: tuple[int, int],
-           corner: tuple[int, int]) -> np.ndarray:
+def render(
+    digit: np.ndarray, size: int, angle: float, frame: tuple[int, int], corner: tuple[int, int]
+) -> np.ndarray:
     """The 28x28 ``uint8`` digit scaled to ``size`` px, turned ``angle`` degrees and placed with
     its top-left at ``corner`` of a ``frame`` of zeros: the ink's coverage, 0 to 1."""
     big = Image.fromarray(digit).resize((size, size), Image.Resampling.BICUBIC)
@@ -20,8 +21,9 @@ def render(digit: np.ndarray, size: int, angle: float, frame: tuple[int, int],
     return ink
 
 
-def photograph(ink: np.ndarray, rng: np.random.Generator, dark_ink: bool = True,
-               quality: int = 70) -> np.ndarray:
+def photograph(
+    ink: np.ndarray, rng: np.random.Generator, dark_ink: bool = True, quality: int = 70
+) -> np.ndarray:
     """``ink`` (0 to 1) as a camera might see it, as 8-bit greyscale after a JPEG round trip:
     paper (or board) lit from one side (half as bright on the other), a soft-edged shadow that
     takes 40 % of the light, Gaussian grain of 3 % and JPEG at ``quality``."""

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from photo_like import photograph, render
 
 import chainrule as cr
 from chainrule.images import find_digit, label_components, prepare_digit
+from photo_like import photograph, render
 
 (X_TRAIN, Y_TRAIN), (X_TEST, _) = cr.datasets.load_mnist(normalize=False)
 DIGITS = X_TEST.reshape(-1, 28, 28)
@@ -19,8 +19,16 @@ DIGITS = X_TEST.reshape(-1, 28, 28)
 def model():
     """A small MLP trained in seconds (3,000 images, seeded): about 87 % on the test set."""
     net = cr.MLP(784, [64], 10, rescale=1 / 255, rng=0)
-    cr.fit(net, X_TRAIN[:3000], Y_TRAIN[:3000], loss=cr.SoftmaxCrossEntropy(),
-           optimizer=cr.Adam(3e-3), epochs=5, batch_size=50, seed=0)  # fmt: skip
+    cr.fit(
+        net,
+        X_TRAIN[:3000],
+        Y_TRAIN[:3000],
+        loss=cr.SoftmaxCrossEntropy(),
+        optimizer=cr.Adam(3e-3),
+        epochs=5,
+        batch_size=50,
+        seed=0,
+    )
     return net
 
 
@@ -33,8 +41,13 @@ def test_real_mnist_digits_come_through_nearly_unchanged():
     for digit in DIGITS[:200] / 255:
         seen = prepare_digit(digit).reshape(28, 28)
         # Recentring moves a digit by at most a pixel or two (rounding of the centre of mass).
-        worst.append(min(np.abs(np.roll(digit, (dy, dx), (0, 1)) - seen).max()
-                         for dy in range(-2, 3) for dx in range(-2, 3)))  # fmt: skip
+        worst.append(
+            min(
+                np.abs(np.roll(digit, (dy, dx), (0, 1)) - seen).max()
+                for dy in range(-2, 3)
+                for dx in range(-2, 3)
+            )
+        )
     worst = np.array(worst)
     assert worst.max() < 0.1  # every pixel of every digit within 10 % of its level
     assert np.mean(worst < 0.02) >= 0.95
@@ -91,7 +104,8 @@ def test_photo_like_pictures_classify_as_the_clean_drawings(model):
         # within 2 px) and adds at most its soft edge, 10 px (the digits are 160 px or more).
         core = np.array((top, left, bottom, right))
         outward = np.array([-1, -1, 1, 1]) * (got - core)
-        assert outward.min() >= -2 and outward.max() <= 10, (got, core)
+        assert outward.min() >= -2, (got, core)
+        assert outward.max() <= 10, (got, core)
 
 
 @pytest.mark.parametrize(
@@ -100,10 +114,12 @@ def test_photo_like_pictures_classify_as_the_clean_drawings(model):
         lambda rng: np.zeros((28, 28)),
         lambda rng: np.ones((50, 60)),
         lambda rng: np.full((40, 30), 0.5),
-        lambda rng: np.clip(0.4 + 0.4 * np.mgrid[0:300, 0:400][1] / 400
-                            + rng.normal(0, 0.03, (300, 400)), 0, 1),  # fmt: skip
-        lambda rng: np.clip(0.2 + 0.3 * np.mgrid[0:300, 0:400][0] / 300
-                            + rng.normal(0, 0.05, (300, 400)), 0, 1),  # fmt: skip
+        lambda rng: np.clip(
+            0.4 + 0.4 * np.mgrid[0:300, 0:400][1] / 400 + rng.normal(0, 0.03, (300, 400)), 0, 1
+        ),
+        lambda rng: np.clip(
+            0.2 + 0.3 * np.mgrid[0:300, 0:400][0] / 300 + rng.normal(0, 0.05, (300, 400)), 0, 1
+        ),
     ],
     ids=["black", "white", "grey", "lit-from-the-side-with-grain", "dark-with-grain"],
 )
@@ -134,8 +150,12 @@ def _flood_labels(mask):
             for dy in (-1, 0, 1):
                 for dx in (-1, 0, 1):
                     q = (y + dy, x + dx)
-                    if (0 <= q[0] < mask.shape[0] and 0 <= q[1] < mask.shape[1]
-                            and mask[q] and not labels[q]):  # fmt: skip
+                    if (
+                        0 <= q[0] < mask.shape[0]
+                        and 0 <= q[1] < mask.shape[1]
+                        and mask[q]
+                        and not labels[q]
+                    ):
                         labels[q] = n
                         queue.append(q)
     return labels

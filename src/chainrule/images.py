@@ -1,9 +1,11 @@
 """Reading a photo or drawing of a digit and preparing it like an MNIST image.
 
 MNIST digits are white on black, scaled so the digit fits a 20 x 20 box, and centred by their
-centre of mass in a 28 x 28 image. :func:`load_digit` does the same to any PNG/JPEG: greyscale,
-invert if the background is light, crop to the ink, scale, centre. Needs Pillow
-(``pip install "chainrule[cli]"``).
+centre of mass in a 28 x 28 image. :func:`prepare_digit` does the same to a greyscale array of a
+drawing or a photo (NumPy only): it finds the ink against the paper's own level, which may vary
+across the image (uneven light, a shadow), keeps the digit's connected strokes, then crops,
+scales by area averaging and centres. :func:`load_digit` reads a PNG/JPEG file for it; that
+needs Pillow (``pip install "chainrule[cli]"``).
 """
 
 from __future__ import annotations
@@ -129,16 +131,19 @@ def find_digit(grey: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]
     """The digit's ink, cropped, and where it was found in ``grey``.
 
     1. Images larger than :data:`MAX_SIDE` are reduced by area averaging.
-    2. The polarity: against a rough background (block medians), the ink is the side whose
-       pixels stand out most beyond the noise; dark ink is inverted so ink is bright.
-    3. The background: a low percentile of each block of a :data:`GRID` grid (paper, unless
-       three quarters of the block is ink), a grey opening of the grid (min then max over 3 x 3
-       blocks: blocks covered by thick strokes take their neighbours' level, while gradients and
-       shadows wider than the window stay), interpolated bilinearly. Ink = image - background.
+    2. The polarity: against the median of each block of a 12 x 12 grid (the paper, whichever
+       its tone), the ink is the side whose pixels stand out more beyond the noise.
+    3. The background: the image's grey closing (dark ink) or opening (light ink), after a 3 x 3
+       blur, with a square window wider than the thickest stroke (:data:`WINDOW_SHARE`,
+       :data:`MIN_WINDOW`): the strokes are removed, a lighting gradient or a shadow's edge
+       stays. The ink is the difference, relative to the paper's level (light multiplies both).
     4. The noise level ``sigma`` from the median absolute deviation; the ink mask is what
-       exceeds both 3 sigma and 30 % of the strongest ink.
-    5. The connected parts of the mask (8-connected, :func:`label_components`): those at least a
-       tenth the size of the largest are the digit; specks, grain and smudges are dropped.
+       exceeds both 3 sigma and 30 % of the strongest ink (of 3 x 3 means).
+    5. The connected parts of the mask (8-connected, :func:`label_components`): of the parts
+       that are not specks, those with at least 60 % of the strongest one's median contrast
+       (where a shadow's corner was not followed exactly the leftover is fainter than ink); of
+       these, the largest and those at least a tenth its size. The pixels next to them keep
+       their soft edges; the rest is dropped.
 
     Args:
         grey: ``(H, W)`` greyscale levels in [0, 1].
@@ -185,8 +190,9 @@ def find_digit(grey: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]
     thin, thick = 0, max(image.shape) // 2  # a square of side 2 * thin + 1 fits in the ink
     while thin < thick:  # bisection: one erosion each, whatever the width
         half = (thin + thick + 1) // 2
-        thin, thick = (half, thick) if _slide(solid, 2 * half + 1, np.minimum).any() else (
-            thin, half - 1)
+        thin, thick = (
+            (half, thick) if _slide(solid, 2 * half + 1, np.minimum).any() else (thin, half - 1)
+        )
     window = max(window, 2 * thin + 5)
     # A light 3 x 3 blur first, so the window's extrema follow the paper, not its grain.
     smooth = _box3(image)
@@ -362,7 +368,11 @@ def _box3(image: np.ndarray) -> np.ndarray:
     """The mean over each 3 x 3 neighbourhood (the edge repeated)."""
     h, w = image.shape
     padded = np.pad(image, 1, mode="edge")
-    return sum(padded[i : i + h, j : j + w] for i in range(3) for j in range(3)) / 9
+    total = np.zeros((h, w))
+    for i in range(3):
+        for j in range(3):
+            total += padded[i : i + h, j : j + w]
+    return total / 9
 
 
 def _stand_out(residual: np.ndarray) -> float:
