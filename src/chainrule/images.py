@@ -80,6 +80,9 @@ WINDOW_SHARE = 5
 #: ... and at least this many pixels: on an image of up to half this size (an MNIST digit, a small
 #: drawing), which the digit fills, the window spans the whole image and the background is flat.
 MIN_WINDOW = 65
+#: A border whose levels (10th to 90th percentile, after a 3 x 3 blur) differ by less than this
+#: is even paper: the background is then its median, one level, whatever the digit's strokes.
+FLAT = 0.1
 #: The ink's contrast is taken relative to the paper's level, but never a level below this: on
 #: black (a drawing's canvas, a dark board) it would only magnify the noise.
 PAPER_FLOOR = 0.05
@@ -133,7 +136,8 @@ def find_digit(grey: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]
     1. Images larger than :data:`MAX_SIDE` are reduced by area averaging.
     2. The polarity: against the median of each block of a 12 x 12 grid (the paper, whichever
        its tone), the ink is the side whose pixels stand out more beyond the noise.
-    3. The background: the image's grey closing (dark ink) or opening (light ink), after a 3 x 3
+    3. The background: if the border is even (:data:`FLAT`), its median. Otherwise the
+       image's grey closing (dark ink) or opening (light ink), after a 3 x 3
        blur, with a square window wider than the thickest stroke (:data:`WINDOW_SHARE`,
        :data:`MIN_WINDOW`): the strokes are removed, a lighting gradient or a shadow's edge
        stays. The ink is the difference, relative to the paper's level (light multiplies both).
@@ -196,12 +200,15 @@ def find_digit(grey: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]
     window = max(window, 2 * thin + 5)
     # A light 3 x 3 blur first, so the window's extrema follow the paper, not its grain.
     smooth = _box3(image)
-    if dark_ink:  # a grey closing: the paper with the dark strokes filled in
+    edge = np.concatenate([smooth[0], smooth[-1], smooth[:, 0], smooth[:, -1]])
+    low, high = np.percentile(edge, [10, 90])
+    if high - low < FLAT:  # an even border: a drawing or a scan, whose paper is one level
+        background = np.full(image.shape, np.median(edge))
+    elif dark_ink:  # a grey closing: the paper with the dark strokes filled in
         background = _slide(_slide(smooth, window, np.maximum), window, np.minimum)
-        residual = background - image
     else:  # a grey opening
         background = _slide(_slide(smooth, window, np.minimum), window, np.maximum)
-        residual = image - background
+    residual = background - image if dark_ink else image - background
     # Light multiplies what the paper and the ink reflect: relative to the paper's own level,
     # the ink's contrast is the same in a shadow as in full light.
     residual /= np.maximum(background, PAPER_FLOOR)
