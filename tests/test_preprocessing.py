@@ -33,7 +33,9 @@ def model():
 
 
 def classify(model, images):
-    return model.predict_proba(np.stack([prepare_digit(g) for g in images]) * 255)
+    """The images as the network sees them, and its probabilities."""
+    seen = np.stack([prepare_digit(g) for g in images])
+    return seen, model.predict_proba(seen * 255)
 
 
 def test_real_mnist_digits_come_through_nearly_unchanged():
@@ -60,13 +62,11 @@ def test_a_drawing_off_centre_and_at_another_size_gives_the_centred_class(model,
     for digit in DIGITS[:30]:
         centred.append(1 - render(digit, 56, 0, canvas, (52, 82)))  # dark ink on white
         moved.append(1 - render(digit, size, 0, canvas, (canvas[0] - size - 3, 5)))
-    p_centred, p_moved = classify(model, centred), classify(model, moved)
+    (seen_c, p_centred), (seen_m, p_moved) = classify(model, centred), classify(model, moved)
     # As below: a digit the small model finds ambiguous may flip on a pixel; no other may.
     same = p_moved.argmax(1) == p_centred.argmax(1)
     assert same[p_centred.max(1) >= 0.9].all()
     assert same.mean() >= 0.9
-    seen_c = np.stack([prepare_digit(g) for g in centred])
-    seen_m = np.stack([prepare_digit(g) for g in moved])
     corr = [np.corrcoef(a, b)[0, 1] for a, b in zip(seen_c, seen_m, strict=True)]
     # Thin strokes a pixel apart lower a correlation a lot: the typical digit must match closely.
     assert min(corr) > 0.7
@@ -91,7 +91,7 @@ def _photos(n, seed=1):
 
 def test_photo_like_pictures_classify_as_the_clean_drawings(model):
     clean, photos, boxes = zip(*_photos(30), strict=True)
-    p_clean, p_photo = classify(model, clean), classify(model, photos)
+    (_, p_clean), (_, p_photo) = classify(model, clean), classify(model, photos)
     # A digit the small model finds ambiguous (top class under 90 %) can flip on a one-pixel
     # change; every other one must keep its class.
     sure = p_clean.max(1) >= 0.9
