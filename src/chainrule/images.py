@@ -182,32 +182,18 @@ def find_digit(grey: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]
     block = max(2, -(-max(image.shape) // 12))
     paper = _upsample(_filter3(_blocks(image, block, 50), np.median), block, image.shape)
     dark_ink = _stand_out(paper - image) > _stand_out(image - paper)
-    # The window must be wider than the thickest stroke, which a digit filling a small frame can
-    # make wider than the share above: the widest square that fits in the rough ink.
-    # The paper here is each block's lower quartile of the ink-bright image (paper unless three
-    # quarters of the block is ink), opened over 3 x 3 blocks: no cluster of 2 x 2 ink blocks
-    # survives it, so a thick stroke is not taken for paper.
-    ink_up = 1.0 - image if dark_ink else image
-    floor = _filter3(_filter3(_blocks(ink_up, block, 25), np.min), np.max)
-    rough = _box3(ink_up - _upsample(floor, block, image.shape))  # blurred as below
-    solid = rough > 0.5 * rough.max()
-    thin, thick = 0, max(image.shape) // 2  # a square of side 2 * thin + 1 fits in the ink
-    while thin < thick:  # bisection: one erosion each, whatever the width
-        half = (thin + thick + 1) // 2
-        thin, thick = (
-            (half, thick) if _slide(solid, 2 * half + 1, np.minimum).any() else (thin, half - 1)
-        )
-    window = max(window, 2 * thin + 5)
     # A light 3 x 3 blur first, so the window's extrema follow the paper, not its grain.
     smooth = _box3(image)
     edge = np.concatenate([smooth[0], smooth[-1], smooth[:, 0], smooth[:, -1]])
     low, high = np.percentile(edge, [10, 90])
     if high - low < FLAT:  # an even border: a drawing or a scan, whose paper is one level
         background = np.full(image.shape, np.median(edge))
-    elif dark_ink:  # a grey closing: the paper with the dark strokes filled in
-        background = _slide(_slide(smooth, window, np.maximum), window, np.minimum)
-    else:  # a grey opening
-        background = _slide(_slide(smooth, window, np.minimum), window, np.maximum)
+    else:
+        window = max(window, _thickest(1.0 - image if dark_ink else image, block) + 4)
+        if dark_ink:  # a grey closing: the paper with the dark strokes filled in
+            background = _slide(_slide(smooth, window, np.maximum), window, np.minimum)
+        else:  # a grey opening
+            background = _slide(_slide(smooth, window, np.minimum), window, np.maximum)
     residual = background - image if dark_ink else image - background
     # Light multiplies what the paper and the ink reflect: relative to the paper's own level,
     # the ink's contrast is the same in a shadow as in full light.
@@ -234,12 +220,15 @@ def find_digit(grey: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]
     # The pixels next to the strokes keep their soft edges (anti-aliasing, blur).
     ink = np.where(_slide(kept, 3, np.maximum), np.minimum(ink / level, 1.0), 0.0)
     rows, cols = np.nonzero(ink)
-    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-    box = tuple(
-        int(min(v * factor, limit))
-        for v, limit in zip((top, left, bottom, right), (*grey.shape, *grey.shape), strict=True)
+    top, bottom, left, right = (
+        int(rows.min()),
+        int(rows.max()) + 1,
+        int(cols.min()),
+        int(cols.max()) + 1,
     )
-    return ink[top:bottom, left:right].astype(np.float32), box  # type: ignore[return-value]
+    height, width = grey.shape
+    box = (top * factor, left * factor, min(bottom * factor, height), min(right * factor, width))
+    return ink[top:bottom, left:right].astype(np.float32), box
 
 
 def label_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -323,6 +312,22 @@ def _reduce(image: np.ndarray, factor: int) -> np.ndarray:
     hh, ww = -(-h // factor), -(-w // factor)
     padded = np.pad(image, ((0, hh * factor - h), (0, ww * factor - w)), mode="edge")
     return padded.reshape(hh, factor, ww, factor).mean(axis=(1, 3))
+
+
+def _thickest(ink_up: np.ndarray, block: int) -> int:
+    """The side of the widest square that fits in the ink (bright) of ``ink_up``: a window wider
+    than this removes every stroke. The paper here is each block's lower quartile (paper unless
+    three quarters of the block is ink), opened over 3 x 3 blocks: no cluster of 2 x 2 ink blocks
+    survives that, so a thick stroke is not taken for paper."""
+    floor = _filter3(_filter3(_blocks(ink_up, block, 25), np.min), np.max)
+    rough = _box3(ink_up - _upsample(floor, block, ink_up.shape))  # blurred as the image is
+    solid = rough > 0.5 * rough.max()
+    thin, thick = 0, max(ink_up.shape) // 2  # a square of side 2 * thin + 1 fits in the ink
+    while thin < thick:  # bisection: one erosion each, whatever the width
+        half = (thin + thick + 1) // 2
+        fits = _slide(solid, 2 * half + 1, np.minimum).any()
+        thin, thick = (half, thick) if fits else (thin, half - 1)
+    return 2 * thin + 1
 
 
 def _blocks(image: np.ndarray, block: int, percentile: float) -> np.ndarray:
