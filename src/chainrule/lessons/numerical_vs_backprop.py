@@ -26,7 +26,7 @@ from ..network import DNN, Sequential
 from ..numerical import numerical_gradient
 from ..optim import SGD
 from ._base import DataDir, Lesson, LessonResult
-from ._common import check_seed, figure_png, format_table, new_figure
+from ._common import check_seed, figure_png, format_table, load_update_kernels, new_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -130,10 +130,7 @@ def _train(
 ) -> tuple[list[float], float]:
     """Plain gradient descent on one sample; the loss before each step, and seconds per epoch."""
     loss, optimizer = MeanSquaredError(half=True), SGD(lr=LR)
-    # The first step of a process loads the compiled update kernels (about a second): take it on
-    # a throwaway copy, or it lands in the first run's time per epoch.
-    spare = net.copy()
-    SGD(lr=LR).step(spare.params, {k: np.zeros_like(p) for k, p in spare.params.items()})
+    load_update_kernels(net.params)  # or the first run's epochs pay for loading them
     losses = []
     start = time.perf_counter()
     for _ in range(epochs):
