@@ -264,7 +264,7 @@ def _plot(races: dict[int, _Budget], curves: dict[str, list[float]], n_train: in
     for ax in (ax_race, ax_epoch, ax_loss):
         ax.grid(alpha=0.3, which="both")
     # below the panel: inside, the curves of another run can pass under it
-    ax_race.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=len(races))
+    ax_race.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2)
     ax_loss.legend()
     return figure_png(fig)
 
