@@ -276,3 +276,20 @@ def test_the_misclassified_gallery_has_its_title_just_above_the_first_row():
     title_bottom = fig._suptitle.get_window_extent(renderer).y0
     first_row_top = max(ax.title.get_window_extent(renderer).y1 for ax in fig.axes[:10])
     assert 0 <= title_bottom - first_row_top < 0.25 * fig.dpi  # under a quarter inch
+
+
+def test_the_curves_of_a_short_run_tick_whole_epochs_only():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from chainrule.history import History
+    from chainrule.plots import history_figure
+
+    history = History()
+    for epoch, (loss, acc) in enumerate([(1.6, 0.50), (0.9, 0.72)]):
+        history.append(epoch=epoch, loss=loss, accuracy=acc, val_loss=loss / 2, val_accuracy=acc)
+    fig = history_figure(history, "chainrule train")
+    fig.draw(FigureCanvasAgg(fig).get_renderer())
+    for ax in fig.axes:
+        labels = [t.get_text() for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
+        assert labels, ax.get_ylabel()
+        assert all(label.lstrip("−-").isdigit() for label in labels), labels  # no "1.2", "1.4"

@@ -2,25 +2,81 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pytest
 
 from chainrule.cli import main
 from chainrule.lessons import LESSONS, Lesson, LessonResult
+from chainrule.plots import figure_png
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def quick(name: str, capsys: pytest.CaptureFixture[str]) -> dict[str, float]:
-    """Run a lesson's quick form, check what every lesson returns, give back its figures."""
-    result = LESSONS[name].run(quick=True, seed=0)
+    """Run a lesson's quick form, check what every lesson returns and how its plot is laid out,
+    give back its figures."""
+    module = importlib.import_module(LESSONS[name].run.__module__)
+    drawn: list[Figure] = []
+
+    def keep(fig: Figure, *args: Any, **kwargs: Any) -> bytes:
+        drawn.append(fig)
+        return figure_png(fig, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, "figure_png", keep)
+        result = LESSONS[name].run(quick=True, seed=0)
     assert isinstance(result, LessonResult)
     assert result.png.startswith(PNG_SIGNATURE)
     assert result.text.strip()
     assert capsys.readouterr().out == ""  # the library never prints
+    assert len(drawn) == 1
+    check_layout(drawn[0])
     return result.figures
+
+
+def check_layout(fig: Figure) -> None:
+    """What a reader trips over: repeated legend entries, x tick labels running into each other,
+    a legend drawn over a curve or its points."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]
+    boxes = [legend.get_window_extent(renderer) for legend in legends]
+    for legend in legends:
+        labels = [t.get_text() for t in legend.get_texts()]
+        assert len(labels) == len(set(labels)), labels
+    for ax in fig.axes:
+        ticks = sorted(
+            (t.get_window_extent(renderer) for t in ax.get_xticklabels(which="both")
+             if t.get_visible() and t.get_text()),
+            key=lambda box: box.x0,
+        )  # fmt: skip
+        for left, right in itertools.pairwise(ticks):
+            assert left.x1 <= right.x0, f"x tick labels overlap on {ax.get_title()!r}"
+        for line in ax.get_lines():
+            points = line.get_transform().transform(line.get_xydata())
+            points = points[np.isfinite(points).all(axis=1)]
+            if line.get_linestyle() not in ("None", "", " ") and len(points) > 1:
+                # the segments too, 20 points each: a line can cross a legend between its vertices
+                steps = np.linspace(0, 1, 20)[:, None, None]
+                points = (points[:-1] + steps * (points[1:] - points[:-1])).reshape(-1, 2)
+            for box in boxes:
+                inside = (
+                    (points[:, 0] > box.x0) & (points[:, 0] < box.x1)
+                    & (points[:, 1] > box.y0) & (points[:, 1] < box.y1)
+                )  # fmt: skip
+                assert not inside.any(), (
+                    f"the legend covers {line.get_label()!r} on {ax.get_title()!r}"
+                )
 
 
 def test_lessons_are_listed_in_course_order():

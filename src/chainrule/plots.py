@@ -19,7 +19,14 @@ from .history import History
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["confusion_png", "digits_figure", "digits_png", "figure_png", "history_png"]
+__all__ = [
+    "confusion_png",
+    "digits_figure",
+    "digits_png",
+    "figure_png",
+    "history_figure",
+    "history_png",
+]
 
 
 def _figure(**kwargs: Any) -> Figure:
@@ -40,7 +47,14 @@ def figure_png(fig: Figure, dpi: int = 110) -> bytes:
 
 
 def history_png(history: History, title: str = "") -> bytes:
+    """:func:`history_figure` as PNG bytes."""
+    return figure_png(history_figure(history, title))
+
+
+def history_figure(history: History, title: str = "") -> Figure:
     """Loss and accuracy per epoch, training and (if recorded) validation, side by side."""
+    from matplotlib.ticker import MaxNLocator
+
     fig = _figure(figsize=(10, 4))
     ax_loss, ax_acc = fig.subplots(1, 2)
     epochs = [e + 1 for e in history.epoch]
@@ -50,12 +64,14 @@ def history_png(history: History, title: str = "") -> bytes:
         if val:
             ax.plot(epochs, val, "s-", label="validation")
         ax.set_xlabel("epoch")
+        # whole epochs only: a short run otherwise gets ticks at 1.2, 1.4, ...
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
         fig.suptitle(title)
-    return figure_png(fig)
+    return fig
 
 
 def confusion_png(matrix: np.ndarray, title: str = "Confusion matrix") -> bytes:

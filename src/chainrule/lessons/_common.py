@@ -4,25 +4,46 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._checks import check_int
+from ..optim import SGD
 from ..plots import figure_png
 from ._base import DataDir
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["check_seed", "figure_png", "format_table", "load_mnist_bytes", "new_figure", "subset"]
+__all__ = [
+    "check_seed",
+    "figure_png",
+    "format_table",
+    "load_mnist_bytes",
+    "load_update_kernels",
+    "new_figure",
+    "subset",
+]
 
 
 def check_seed(seed: Any) -> int:
     """The seed as a non-negative int (what ``np.random.default_rng`` accepts)."""
     return check_int(seed, "seed", minimum=0)
+
+
+def load_update_kernels(params: Mapping[str, np.ndarray]) -> None:
+    """One SGD step on copies of ``params`` with zero gradients, thrown away.
+
+    The first optimizer step of a process loads the compiled update kernels (about a second);
+    a lesson that times training takes it here, before its clock starts.
+    """
+    SGD(lr=1.0).step(
+        {name: p.copy() for name, p in params.items()},
+        {name: np.zeros_like(p) for name, p in params.items()},
+    )
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

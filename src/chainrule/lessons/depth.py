@@ -142,6 +142,7 @@ def _plot(
     ax_first.set_xlabel("hidden layers")
     ax_first.set_ylabel("|dL/dW| of the first layer")
     ax_first.set_title("Gradient reaching layer 1 (at init)")
+    ax_layers.set_xticks(range(1, len(norms["sigmoid", depths[-1]]) + 1))  # every layer, 1 too
     ax_layers.set_xlabel("layer (1 = input side)")
     ax_layers.set_ylabel("|dL/dW|")
     ax_layers.set_title(f"Gradient per layer, {depths[-1]} hidden layers (at init)")

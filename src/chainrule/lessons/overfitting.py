@@ -182,10 +182,11 @@ def _plot(curves: dict[str, _Curves]) -> bytes:
     ax_gap.set_title("Over-fitting gap, accuracy")
     ax_loss.set_ylabel("test - train cross-entropy")
     ax_loss.set_title("Over-fitting gap, loss")
-    for ax in (ax_acc, ax_gap, ax_loss):
+    for ax, columns in ((ax_acc, 2), (ax_gap, 4), (ax_loss, 4)):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        # below the panel: the gap curves move about, and inside they ran under the legend
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=columns)
     return figure_png(fig)
 
 
