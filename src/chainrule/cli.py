@@ -204,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_gradcheck(sub)
     _add_lesson(sub)
+    _add_serve(sub)
     return parser
 
 
@@ -334,6 +335,43 @@ def _add_predict(sub: Any) -> None:
         help="image files of one digit each, dark on light or light on dark",
     )
     pr.set_defaults(run=cmd_predict)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
+    return value
+
+
+def _add_serve(sub: Any) -> None:
+    sv = sub.add_parser(
+        "serve",
+        help="a local page: draw a digit, watch back-propagation train the network live",
+        description="Serve a page on this machine where you draw a digit and the network "
+        "classifies it, and watch it train on MNIST live (curves, weights, galleries, a step "
+        "inspector). Prints the URL and serves until Ctrl-C.",
+        formatter_class=_Help,
+    )
+    sv.add_argument(
+        "model",
+        type=Path,
+        nargs="?",
+        help="a model.npz written by chainrule (default: an untrained 784-100-10 network)",
+    )
+    sv.add_argument("--port", type=_port, default=8000, help="the port (0: any free port)")
+    sv.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address to listen on; any other than 127.0.0.1 lets other machines in",
+    )
+    sv.add_argument(
+        "--no-browser", action="store_true", help="do not open the page in a web browser"
+    )
+    sv.set_defaults(run=cmd_serve)
 
 
 def _add_export(sub: Any) -> None:
@@ -1050,6 +1088,51 @@ def _top_classes(p: np.ndarray, k: int = 3) -> str:
         p = np.array([1 - p[0], p[0]])
     top = np.argsort(-p, kind="stable")[:k]
     return f"{top[0]}  (" + ", ".join(f"{c}: {p[c]:.1%}" for c in top) + ")"
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the page until Ctrl-C (exit code 0)."""
+    from .server import create_server
+
+    model = optimizer = history = None
+    if args.model is not None:
+        saved = _load_model(args.model)
+        model, optimizer, history = saved.model, saved.optimizer, saved.history
+    if args.host not in LOOPBACK:
+        print(
+            f"chainrule: warning: serving on {args.host}, not 127.0.0.1: anyone who can reach "
+            "this machine can use the page and its training, and nothing is encrypted",
+            file=sys.stderr,
+            flush=True,
+        )
+    try:
+        server = create_server(args.host, args.port, model, optimizer, history=history)
+    except ValueError as exc:
+        raise UsageError(f"{args.model}: {exc}") from exc
+    except OSError as exc:
+        raise UsageError(
+            f"cannot listen on {args.host} port {args.port}: {exc.strerror or exc}"
+            + (" (choose another with --port)" if args.port else "")
+        ) from exc
+    server.session.start()
+    print(f"chainrule serve: {server.url}  (Ctrl-C stops it)", flush=True)
+    if not args.no_browser:
+        import webbrowser
+
+        with contextlib.suppress(Exception):  # no browser on this machine: the URL is printed
+            webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("chainrule serve: stopped", flush=True)
+    finally:
+        server.broadcaster.close()
+        server.session.close()
+        server.server_close()
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
