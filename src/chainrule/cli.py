@@ -1125,7 +1125,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         with contextlib.suppress(Exception):  # no browser on this machine: the URL is printed
             webbrowser.open(server.url)
     try:
-        server.serve_forever()
+        with _one_blas_thread():  # small products: one thread is fastest on a busy machine
+            server.serve_forever()
     except KeyboardInterrupt:
         print("chainrule serve: stopped", flush=True)
     finally:
@@ -1133,6 +1134,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server.session.close()
         server.server_close()
     return 0
+
+
+def _one_blas_thread() -> contextlib.AbstractContextManager[None]:
+    if importlib.util.find_spec("threadpoolctl") is None:  # the libraries' own setting
+        return contextlib.nullcontext()
+    return kernels.threads(1)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -42,6 +42,8 @@ IMAGES_PERIOD = 1.0
 MAX_POINTS = 2000
 #: Images of each split scored for the accuracy curves, the galleries and the confusion matrix.
 EVAL_IMAGES = 1000
+#: A loss this many times the first step's (or 1) counts as diverged, as in ``fit``.
+DIVERGED = 1e4
 #: Smoothing of the loss curve (an exponential moving average, bias-corrected).
 SMOOTHING = 0.98
 
@@ -164,6 +166,8 @@ class Session:
         self._thread = threading.Thread(target=self._run, name="chainrule-training", daemon=True)
         self._predict_copy: tuple[int, Sequential] | None = None
         self._predict_lock = threading.Lock()
+        #: (start, seconds) of the latest plain training steps.
+        self.step_times: collections.deque[tuple[float, float]] = collections.deque(maxlen=20000)
         self._reset_run()
 
     # -- life cycle -----------------------------------------------------------------------
@@ -223,8 +227,9 @@ class Session:
             return {
                 "status": self.status(),
                 "stride": self.curves.stride,
-                "points": self.curves.points,
-                "evals": self.curves.evals,
+                # What the events so far carried: the next event brings the rest, once.
+                "points": [p for p in self.curves.points if p[0] <= self.curves.sent_step],  # type: ignore[operator]
+                "evals": [e for e in self.curves.evals if e[0] <= self.curves.sent_eval],
                 "images": self.images,
             }
 
@@ -289,7 +294,7 @@ class Session:
 
     def _do_start(self) -> None:
         if self.diverged is not None:
-            raise CommandError("training diverged (NaN or infinity): reset before starting")
+            raise CommandError("training diverged (see the banner): reset before starting")
         self.running = True
 
     def _do_pause(self) -> None:
@@ -297,7 +302,7 @@ class Session:
 
     def _do_step(self) -> None:
         if self.diverged is not None:
-            raise CommandError("training diverged (NaN or infinity): reset before stepping")
+            raise CommandError("training diverged (see the banner): reset before stepping")
         self.running = False
         self._train_step(inspect=True)
         self._images_due = True
@@ -352,6 +357,7 @@ class Session:
             self._epoch_loss = self._epoch_correct = self._epoch_seen = 0.0
             self._epoch_start = time.perf_counter()
             self._smooth = 0.0
+            self._first_loss: float | None = None
             self._recent: collections.deque[tuple[float, int]] = collections.deque(maxlen=64)
             self._version = 0
             self._last_metrics = self._last_images = -math.inf
@@ -368,9 +374,16 @@ class Session:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._do_commands()
-            if self.running:
-                self._train_step(inspect=self._inspect_due())
-            self._publish_due()
+            try:
+                if self.running:
+                    self._train_step(inspect=self._inspect_due())
+                self._publish_due()
+            except Exception as exc:  # a bug must not end the thread the page depends on
+                with self.lock:
+                    self.running = False
+                    self.diverged = {"step": self.step, "what": f"{type(exc).__name__}: {exc}"}
+                    self._metrics_due = self._images_due = False
+                self.broadcaster.publish("metrics", self._metrics())
             if not self.running:
                 self._wake.wait(self._idle_timeout())
                 self._wake.clear()
@@ -440,6 +453,7 @@ class Session:
 
     def _train_step(self, inspect: bool) -> None:
         """One mini-batch: forward, loss, backward, update (layer by layer when inspected)."""
+        start = time.perf_counter()
         with self.lock:
             idx = self._next_batch()
             xb, yb = self._x_train[idx], self.data.y_train[idx]
@@ -464,12 +478,26 @@ class Session:
             self.curves.add_point([self.step, self.examples, _finite(value), _finite(smooth)])
             if record is not None and before is not None:
                 self.inspection = self._inspect(record, before, value, len(idx))
-            if not finite or not all(np.isfinite(p).all() for p in self.model.params.values()):
+            if self.step == 1 or self._first_loss is None:
+                self._first_loss = value if finite else None
+            what = None
+            if not np.isfinite(value):
+                what = f"the loss is {value}"
+            elif not finite:
+                what = "a gradient is not finite"
+            elif not all(np.isfinite(p).all() for p in self.model.params.values()):
+                what = "a weight is not finite"
+            elif self._first_loss is not None and value > DIVERGED * max(1.0, self._first_loss):
+                # as fit's divergence_factor: a rate far too large can blow the loss up and
+                # kill every ReLU without ever producing NaN
+                what = f"the loss {value:.4g} is over {DIVERGED:g} times the first step's"
+            if what is not None:
                 self.running = False
-                what = f"the loss is {value}" if not np.isfinite(value) else "a gradient is"
-                self.diverged = {"step": self.step, "what": f"{what} not finite"}
+                self.diverged = {"step": self.step, "what": what}
                 self._images_due = True
             self._metrics_due = True
+            if not inspect:  # the seconds of plain steps, for measuring what slows them
+                self.step_times.append((start, time.perf_counter() - start))
 
     def _forward_backward(
         self, xb: np.ndarray, yb: np.ndarray, inspect: bool
@@ -515,15 +543,19 @@ class Session:
                 name = f"{i}.{key}"
                 grad = layer.grads.get(key)
                 change = w.astype(np.float64) - before[name]
-                norm_w = float(np.linalg.norm(before[name]))
+                norm_w = float(np.linalg.norm(before[name].astype(np.float64)))
                 params.append(
                     {
                         "name": name,
                         "shape": list(w.shape),
-                        "norm": norm_w,
-                        "grad_norm": None if grad is None else _finite(np.linalg.norm(grad)),
+                        "norm": _finite(norm_w),
+                        "grad_norm": None
+                        if grad is None
+                        else _finite(np.linalg.norm(grad.astype(np.float64))),
                         "update_norm": _finite(np.linalg.norm(change)),
-                        "ratio": _finite(np.linalg.norm(change) / norm_w) if norm_w else None,
+                        "ratio": _finite(np.linalg.norm(change) / norm_w)
+                        if np.isfinite(norm_w) and norm_w
+                        else None,
                     }
                 )
             layers.append(

@@ -9,6 +9,7 @@ snapshot, so a slow page loses time, never data, and never slows training down.
 from __future__ import annotations
 
 import json
+import math
 import queue
 import threading
 from typing import Any
@@ -28,8 +29,22 @@ class TooManyClients(RuntimeError):
 def encode(kind: str, data: Any) -> bytes:
     """One SSE message: ``event: kind`` and the JSON of ``data`` on one ``data:`` line (JSON
     escapes newlines, so one line is always enough)."""
-    text = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    try:
+        text = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # a NaN or infinity (a diverged run): JSON has neither, null stands in
+        text = json.dumps(_finite(data), separators=(",", ":"), allow_nan=False)
     return f"event: {kind}\ndata: {text}\n\n".encode()
+
+
+def _finite(data: Any) -> Any:
+    """``data`` with every NaN and infinity replaced by ``None``."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_finite(v) for v in data]
+    return data
 
 
 class Client:
