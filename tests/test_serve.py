@@ -3,6 +3,7 @@ event stream, many clients at once, saving, and the command line."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -16,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _serve import SMALL, X_TEST, drawing_of, events, post, request, running, trained_model
 
 import chainrule as cr
-from chainrule.server import MAX_BODY, Settings, allowed_hosts
+from _serve import SMALL, X_TEST, drawing_of, events, post, request, running, trained_model
+from chainrule.server import MAX_BODY, allowed_hosts, create_server
 from chainrule.server.http import CSP
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,9 +82,7 @@ def test_the_seen_image_is_a_real_mnist_digit_nearly_unchanged(server):
 
 
 @pytest.mark.parametrize(("scale", "top", "left"), [(6, 0, 0), (12, 150, 164), (4, 380, 20)])
-def test_off_centre_and_other_sizes_give_the_class_of_the_centred_drawing(
-    server, scale, top, left
-):
+def test_off_centre_and_other_sizes_give_the_class_of_the_centred_drawing(server, scale, top, left):
     for i in range(6):
         _, centred = post(server, "/api/predict", drawing_of(X_TEST[i, 0]))
         ink = np.kron(X_TEST[i, 0].astype(np.int64), np.ones((scale, scale), np.int64))
@@ -132,7 +131,7 @@ def test_explain_gives_the_input_gradient_of_the_chosen_class(server, model):
     ],
 )
 def test_malformed_requests_get_400_with_a_message(server, body, message):
-    status, headers, answer = request(
+    status, _, answer = request(
         server, "POST", "/api/predict", body, {"Content-Type": "application/json"}
     )
     assert status == 400
@@ -144,7 +143,9 @@ def test_malformed_requests_get_400_with_a_message(server, body, message):
 @pytest.mark.parametrize(
     "host", ["evil.example", "evil.example:80", "127.0.0.1:1", "", "127.0.0.1.evil.example"]
 )
-@pytest.mark.parametrize(("method", "path"), [("GET", "/"), ("GET", "/api/events"), ("POST", "/api/predict")])
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/"), ("GET", "/api/events"), ("POST", "/api/predict")]
+)
 def test_a_foreign_host_header_gets_403(server, host, method, path):
     body = json.dumps(drawing_of(X_TEST[0, 0], 1)).encode() if method == "POST" else None
     headers = {"Host": host, "Content-Type": "application/json"}
@@ -155,7 +156,11 @@ def test_a_foreign_host_header_gets_403(server, host, method, path):
 
 
 def test_the_servers_own_names_are_accepted(server):
-    for host in (f"localhost:{server.port}", f"127.0.0.1:{server.port}", "LOCALHOST:%d" % server.port):
+    for host in (
+        f"localhost:{server.port}",
+        f"127.0.0.1:{server.port}",
+        f"LOCALHOST:{server.port}",
+    ):
         status, _, _ = request(server, "GET", "/", headers={"Host": host})
         assert status == 200
 
@@ -190,7 +195,7 @@ def test_a_cross_origin_post_gets_403(server, headers):
 
 def test_a_same_origin_post_is_served(server):
     headers = {"Origin": f"http://127.0.0.1:{server.port}", "Sec-Fetch-Site": "same-origin"}
-    status, answer = post(server, "/api/predict", drawing_of(X_TEST[0, 0], 1), **headers)
+    status, _ = post(server, "/api/predict", drawing_of(X_TEST[0, 0], 1), **headers)
     assert status == 200
 
 
@@ -241,8 +246,14 @@ def test_a_missing_or_bad_content_length(server, length, status):
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/"), ("GET", "/app.js"), ("GET", "/api/state"), ("OPTIONS", "/api/predict"),
-     ("GET", "/nothing"), ("POST", "/api/predict")],
+    [
+        ("GET", "/"),
+        ("GET", "/app.js"),
+        ("GET", "/api/state"),
+        ("OPTIONS", "/api/predict"),
+        ("GET", "/nothing"),
+        ("POST", "/api/predict"),
+    ],
 )
 def test_no_cors_headers_and_a_strict_csp(server, method, path):
     headers = {"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}
@@ -251,7 +262,8 @@ def test_no_cors_headers_and_a_strict_csp(server, method, path):
     _, got, _ = request(server, method, path, b"{}" if method == "POST" else None, headers)
     assert not [name for name in got if name.startswith("access-control-")]
     assert got["content-security-policy"] == CSP
-    assert "'unsafe-inline'" not in CSP and "'unsafe-eval'" not in CSP
+    assert "'unsafe-inline'" not in CSP
+    assert "'unsafe-eval'" not in CSP
     assert "default-src 'none'" in CSP
     assert got["x-content-type-options"] == "nosniff"
 
@@ -297,12 +309,14 @@ def test_every_packaged_file_is_served_as_it_is(server):
         assert body == (STATIC / name).read_bytes()
     page = (STATIC / "index.html").read_text()
     assert "http" not in page.replace("http-equiv", ""), "the page loads nothing from elsewhere"
-    assert "<script>" not in page and "style=" not in page  # nothing inline: the CSP forbids it
+    assert "<script>" not in page
+    assert "style=" not in page  # nothing inline: the CSP forbids it
 
 
 def test_the_page_has_the_fixed_ids():
     page = (STATIC / "index.html").read_text()
-    assert 'id="pad"' in page and 'id="prediction"' in page
+    assert 'id="pad"' in page
+    assert 'id="prediction"' in page
     assert "touch-action: none" in (STATIC / "style.css").read_text()
 
 
@@ -310,7 +324,12 @@ def test_the_wheel_packages_the_page(tmp_path):
     """pyproject's package data holds every static file."""
     text = (ROOT / "pyproject.toml").read_text()
     assert '"server/static/*"' in text
-    assert {p.name for p in STATIC.iterdir()} == {"index.html", "app.js", "style.css", "favicon.svg"}
+    assert {p.name for p in STATIC.iterdir()} == {
+        "index.html",
+        "app.js",
+        "style.css",
+        "favicon.svg",
+    }
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -321,7 +340,8 @@ def test_pause_step_and_reset_move_the_step_counter_exactly():
         assert post(s, "/api/start", {})[1]["running"] is True
         time.sleep(0.3)
         paused = post(s, "/api/pause", {})[1]
-        assert paused["running"] is False and paused["step"] > 2
+        assert paused["running"] is False
+        assert paused["step"] > 2
         time.sleep(0.3)
         assert post(s, "/api/pause", {})[1]["step"] == paused["step"]
         assert post(s, "/api/step", {})[1]["step"] == paused["step"] + 1
@@ -351,7 +371,9 @@ def test_settings_change_while_running():
     with running() as s:
         post(s, "/api/start", {})
         status, state = post(s, "/api/settings", {"lr": 0.05, "batch_size": 8})
-        assert status == 200 and state["lr"] == 0.05 and state["batch_size"] == 8
+        assert status == 200
+        assert state["lr"] == 0.05
+        assert state["batch_size"] == 8
         time.sleep(0.2)
         before = post(s, "/api/pause", {})[1]
         after = post(s, "/api/step", {})[1]
@@ -389,10 +411,13 @@ def test_a_diverging_run_stops_with_a_banner_and_needs_a_reset():
             if state[0] == 400:
                 break
         status, answer = post(s, "/api/start", {})
-        assert status == 400 and "diverged" in answer["error"]
+        assert status == 400
+        assert "diverged" in answer["error"]
         state = json.loads(request(s, "GET", "/api/state")[2])
         assert state["diverged"] is not None
-        assert re.search(r"not finite|is over 10000 times|loss is (nan|inf)", state["diverged"]["what"])
+        assert re.search(
+            r"not finite|is over 10000 times|loss is (nan|inf)", state["diverged"]["what"]
+        )
         post(s, "/api/settings", {"lr": 0.1})
         assert post(s, "/api/reset", {"seed": 0})[1]["diverged"] is None
 
@@ -426,11 +451,9 @@ def test_a_loaded_model_is_served_and_reset_from_the_seed(model):
 
 def test_a_model_that_does_not_take_digits_is_refused():
     with pytest.raises(ValueError, match=r"takes samples of shape \(10,\)"):
-        with running(model=cr.MLP(10, [4], 10, rng=0)):
-            pass
+        create_server(port=0, model=cr.MLP(10, [4], 10, rng=0), data=SMALL)
     with pytest.raises(ValueError, match="one score for each of the 10 digits"):
-        with running(model=cr.MLP(784, [4], 3, rng=0)):
-            pass
+        create_server(port=0, model=cr.MLP(784, [4], 3, rng=0), data=SMALL)
 
 
 # -- the event stream --------------------------------------------------------------------------
@@ -444,10 +467,11 @@ def test_the_stream_starts_with_a_snapshot_and_keeps_its_rates():
     assert {"status", "points", "evals", "images", "stride"} <= set(got[0][2])
     metrics = [t for t, kind, _ in got if kind == "metrics"]
     images = [t for t, kind, _ in got if kind == "images"]
-    assert len(metrics) >= 5 and len(images) >= 1
+    assert len(metrics) >= 5
+    assert len(images) >= 1
     # at most 10 a second (a picture event brings its evaluation point along)
     assert len(metrics) <= 10 * 2.5 + len(images) + 1
-    assert all(b - a >= 0.9 for a, b in zip(images, images[1:], strict=False))
+    assert all(b - a >= 0.9 for a, b in itertools.pairwise(images))
     steps = [p[0] for _, kind, d in got if kind in ("snapshot", "metrics") for p in d["points"]]
     assert steps == list(range(1, steps[-1] + 1)), "a point lost or repeated"
 
@@ -476,7 +500,8 @@ def test_the_number_of_streams_is_capped():
             t.start()
         time.sleep(0.4)
         status, _, body = request(s, "GET", "/api/events")
-        assert status == 503 and b"at most 2 pages" in body
+        assert status == 503
+        assert b"at most 2 pages" in body
         for t in threads:
             t.join()
         assert results == [200, 200]
@@ -520,7 +545,7 @@ def test_twenty_pages_streaming_do_not_slow_training():
             alone.append(_step_seconds(s, 0.8)[0])
             seen = [0] * 20
 
-            def reader(i: int) -> None:
+            def reader(i: int, seen: list[int] = seen) -> None:
                 def count(kind: str, data: dict) -> None:
                     seen[i] += 1
 
@@ -563,7 +588,8 @@ def test_cli_serves_until_ctrl_c():
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         conn.request("GET", "/")
         response = conn.getresponse()
-        assert response.status == 200 and b'id="pad"' in response.read()
+        assert response.status == 200
+        assert b'id="pad"' in response.read()
         conn.close()
     finally:
         proc.send_signal(signal.SIGINT)
@@ -588,12 +614,15 @@ def test_cli_errors(tmp_path):
     bad.write_bytes(b"not a model")
     proc = _serve(str(bad))
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2 and err.startswith("chainrule: error:") and err.count("\n") == 1
+    assert proc.returncode == 2
+    assert err.startswith("chainrule: error:")
+    assert err.count("\n") == 1
     small = tmp_path / "small.npz"
     cr.save(cr.MLP(10, [4], 10, rng=0), small)
     proc = _serve(str(small))
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2 and "takes samples of shape (10,)" in err
+    assert proc.returncode == 2
+    assert "takes samples of shape (10,)" in err
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -604,4 +633,5 @@ def test_cli_errors(tmp_path):
             text=True,
             timeout=60,
         )
-    assert proc.returncode == 2 and "choose another with --port" in proc.stderr
+    assert proc.returncode == 2
+    assert "choose another with --port" in proc.stderr

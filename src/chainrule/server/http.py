@@ -174,7 +174,7 @@ class Handler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = READ_TIMEOUT
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+    def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the terminal shows the URL and errors, not every request."""
 
     # -- responses -------------------------------------------------------------------------
@@ -186,7 +186,9 @@ class Handler(BaseHTTPRequestHandler):
         for name, value in SECURITY_HEADERS.items():
             self.send_header(name, value)
 
-    def _send(self, status: int, body: bytes, kind: str, extra: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, body: bytes, kind: str, extra: dict[str, str] | None = None
+    ) -> None:
         self._headers(status, kind, len(body))
         for name, value in (extra or {}).items():
             self.send_header(name, value)
@@ -297,7 +299,10 @@ class Handler(BaseHTTPRequestHandler):
             body = self.server.session.save_bytes()
             disposition = 'attachment; filename="chainrule-model.npz"'
             self._send(
-                HTTPStatus.OK, body, "application/octet-stream", {"Content-Disposition": disposition}
+                HTTPStatus.OK,
+                body,
+                "application/octet-stream",
+                {"Content-Disposition": disposition},
             )
         else:
             raise RequestError(HTTPStatus.NOT_FOUND, f"no such page: {path}")
@@ -366,7 +371,9 @@ def drawing(body: Any) -> np.ndarray:
     """The ink of a predict request ``{"width", "height", "pixels"}`` as ``(H, W)`` float32,
     checked: a clear 400 for anything else."""
     if not isinstance(body, dict):
-        raise RequestError(HTTPStatus.BAD_REQUEST, 'send {"width": W, "height": H, "pixels": [...]}')
+        raise RequestError(
+            HTTPStatus.BAD_REQUEST, 'send {"width": W, "height": H, "pixels": [...]}'
+        )
     missing = {"width", "height", "pixels"} - set(body)
     if missing:
         raise RequestError(HTTPStatus.BAD_REQUEST, f"missing {sorted(missing)}")

@@ -152,7 +152,7 @@ class Session:
         self.optimizer = optimizer if optimizer is not None else SGD(self.settings.lr)
         self.loss = self._loss_for(self.model)
         self.history = history if history is not None else History()
-        self._saved_history = History(**self.history.to_dict())
+        self._saved_history = History.from_dict(self.history.to_dict())
         self._x_train = self._as_samples(self.data.x_train)
         self._x_val = self._as_samples(self.data.x_val)
         self._eval_train = self._x_train[:EVAL_IMAGES], self.data.y_train[:EVAL_IMAGES]
@@ -250,7 +250,7 @@ class Session:
         """The model being trained, its optimizer and epochs, in the ``cr.save`` format."""
         with self.lock:
             model, optimizer = self.model.copy(), _copy_optimizer(self.optimizer)
-            history = History(**self.history.to_dict())
+            history = History.from_dict(self.history.to_dict())
             metadata = {
                 "loss": type(self.loss).__name__,
                 "serve": {"step": self.step, "examples": self.examples, "seed": self.settings.seed},
@@ -320,7 +320,7 @@ class Session:
         else:
             config = {**template.config(), "lr": self.optimizer.lr}
             self.optimizer = type(template)(**config)
-        self.history = History(**self._saved_history.to_dict())
+        self.history = History.from_dict(self._saved_history.to_dict())
         self._reset_run()
         self.broadcaster.publish("snapshot", self.snapshot())
 
@@ -328,9 +328,10 @@ class Session:
         """A loaded model, reset: rebuilt with fresh weights from ``seed`` when a builder made it
         (an MLP), else put back as it was loaded."""
         loaded = self._loaded
-        assert loaded is not None and self._loaded_state is not None
+        assert loaded is not None
+        assert self._loaded_state is not None
         arguments = loaded.arguments()
-        cls = MODELS.get(type(loaded).__name__)
+        cls: Any = MODELS.get(type(loaded).__name__)
         if arguments is not None and cls is not None:
             with contextlib.suppress(TypeError, ValueError):
                 return cls(**arguments, rng=seed, dtype=loaded.dtype)
@@ -375,9 +376,10 @@ class Session:
         while not self._stop.is_set():
             self._do_commands()
             try:
+                inspected = self.running and self._inspect_due()
                 if self.running:
-                    self._train_step(inspect=self._inspect_due())
-                self._publish_due()
+                    self._train_step(inspect=inspected)
+                self._publish_due(inspected)
             except Exception as exc:  # a bug must not end the thread the page depends on
                 with self.lock:
                     self.running = False
@@ -397,6 +399,9 @@ class Session:
             try:
                 with self.lock:
                     done.apply()
+                    # An event with the new status follows: one already queued with the old
+                    # status must not have the last word on the page.
+                    self._metrics_due = True
             except CommandError as exc:
                 done.error = exc
             finally:
@@ -594,22 +599,24 @@ class Session:
             "inspection": self.inspection,
         }
 
-    def _publish_due(self) -> None:
+    def _publish_due(self, inspected: bool) -> None:
+        """Send what is due: metrics at most every 0.1 s; pictures at most every second, while
+        training right after the step that was inspected for them."""
         now = time.perf_counter()
         with self.lock:
             if self._metrics_due and now - self._last_metrics >= METRICS_PERIOD:
                 self._last_metrics = now
                 self._metrics_due = False
                 self.broadcaster.publish("metrics", self._metrics())
-            if self._images_due or (self.running and self._version):
-                if now - self._last_images >= IMAGES_PERIOD:
-                    self._last_images = now
-                    self._images_due = False
-                    if self.curves.evals[-1][0] != self.step:
-                        self._evaluate()
-                    self.images = self._pictures()
-                    self.broadcaster.publish("images", self.images)
-                    self.broadcaster.publish("metrics", self._metrics())  # the new eval point
+            wanted = inspected or (self._images_due and not self.running)
+            if wanted and now - self._last_images >= IMAGES_PERIOD:
+                self._last_images = now
+                self._images_due = False
+                if self.curves.evals[-1][0] != self.step:
+                    self._evaluate()
+                self.images = self._pictures()
+                self.broadcaster.publish("images", self.images)
+                self.broadcaster.publish("metrics", self._metrics())  # the new eval point
 
     def _metrics(self) -> dict[str, Any]:
         """The points since the last event, with the status."""
@@ -638,7 +645,9 @@ class Session:
     @staticmethod
     def _loss_for(model: Sequential) -> Loss:
         """Softmax cross-entropy on logits; cross-entropy after a final Softmax."""
-        name = "cross_entropy" if model.layers[-1].outputs_probabilities else "softmax_cross_entropy"
+        name = (
+            "cross_entropy" if model.layers[-1].outputs_probabilities else "softmax_cross_entropy"
+        )
         return LOSSES[name]()
 
 
@@ -670,7 +679,9 @@ def _number(value: Any, name: str, lo: float, hi: float) -> float:
         or not math.isfinite(value)
         or not lo <= value <= hi
     ):
-        raise CommandError(f"{name} must be a number from {lo:g} to {hi:g}, got {json.dumps(value)}")
+        raise CommandError(
+            f"{name} must be a number from {lo:g} to {hi:g}, got {json.dumps(value)}"
+        )
     return float(value)
 
 

@@ -8,6 +8,7 @@ snapshot, so a slow page loses time, never data, and never slows training down.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import queue
@@ -108,7 +109,5 @@ class Broadcaster:
         for client in clients:
             # Make room for the end marker: the stream is ending anyway.
             while not client.offer(None):
-                try:
+                with contextlib.suppress(queue.Empty):  # a race with the reader
                     client.queue.get_nowait()
-                except queue.Empty:  # pragma: no cover - a race with the reader
-                    pass

@@ -49,7 +49,8 @@ def input_shape(model: Sequential) -> tuple[int, ...]:
     side = IMAGE_SIDE
     for shape in ((side * side,), (1, side, side)):
         if want is None or (
-            len(want) == len(shape) and all(w in (None, s) for w, s in zip(want, shape))
+            len(want) == len(shape)
+            and all(w in (None, s) for w, s in zip(want, shape, strict=True))
         ):
             break
     else:

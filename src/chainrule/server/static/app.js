@@ -14,6 +14,7 @@ const TEXT = {
     "why.gradient": "Input gradient d(score of the class)/dx", "why.lowers": "lowers the score", "why.raises": "raises it",
     "why.hidden": "Hidden activations (the values each weight matrix multiplies)",
     "why.none": "(this model cannot back-propagate to its input in inference mode)",
+    "why.into": "into layer {layer}: {count} values, {zeros}% zero, largest {max}",
     "train.title": "Live training",
     "train.help": "The network trains on MNIST in the server, one mini-batch per step: forward pass, loss, backward pass, update. Start and Pause run it; Step trains exactly one mini-batch; Reset starts again from the seed (the same seed gives the same run). The learning rate and the batch size apply from the next step. The loss curve shows each mini-batch's loss and its moving average; accuracy is measured on 1,000 training and 1,000 held-out validation images. Save downloads the model in chainrule's .npz format (chainrule predict and evaluate read it). Reload the page at any time: the curves come back.",
     "train.start": "Start", "train.pause": "Pause", "train.step": "Step one mini-batch", "train.reset": "Reset",
@@ -50,6 +51,7 @@ const TEXT = {
     "why.gradient": "입력 기울기 d(클래스 점수)/dx", "why.lowers": "점수를 낮춤", "why.raises": "점수를 높임",
     "why.hidden": "은닉층 활성값 (각 가중치 행렬이 곱하는 값)",
     "why.none": "(이 모델은 추론 모드에서 입력까지 역전파할 수 없습니다)",
+    "why.into": "{layer} 층으로 들어가는 값: {count}개, {zeros}%가 0, 최댓값 {max}",
     "train.title": "실시간 학습",
     "train.help": "신경망은 서버에서 MNIST로 학습하며, 한 단계에 미니배치 하나를 처리합니다: 순전파, 손실, 역전파, 갱신. 시작과 일시정지로 학습을 돌리고 멈춥니다; 한 단계는 미니배치 정확히 하나를 학습합니다; 초기화는 시드에서 다시 시작합니다 (같은 시드는 같은 학습을 만듭니다). 학습률과 배치 크기는 다음 단계부터 적용됩니다. 손실 곡선은 미니배치마다의 손실과 그 이동 평균이며, 정확도는 학습 이미지 1,000장과 따로 떼어 둔 검증 이미지 1,000장으로 잽니다. 저장은 모델을 chainrule의 .npz 형식으로 내려받습니다 (chainrule predict와 evaluate가 읽습니다). 언제든 페이지를 새로 고쳐도 곡선이 되살아납니다.",
     "train.start": "시작", "train.pause": "일시정지", "train.step": "미니배치 한 단계", "train.reset": "초기화",
@@ -86,6 +88,7 @@ function applyLanguage() {
   for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
   $("lang").textContent = lang === "en" ? "한국어" : "English";
   renderPrediction(); renderStatus(); renderTiles(); renderInspector(); renderCurves();
+  renderExplanation(explanation);
   updateConnection();
 }
 
@@ -170,8 +173,11 @@ function renderPrediction() {
   paint($("seen"), 28, 28, (i) => grey(seen[i]));
 }
 
+let explanation = null;
 function renderExplanation(ex) {
-  $("why-class").textContent = ex.digit === null ? "" : `(${ex.class})`;
+  explanation = ex;
+  if (!ex) return;
+  $("why-class").textContent = ex.digit === null ? "" : `(${ex.class})` + (ex.gradient ? "" : ` ${t("why.none")}`);
   const g = ex.gradient;
   if (g && ex.digit !== null) {
     let m = 0; for (const v of g) m = Math.max(m, Math.abs(v));
@@ -182,7 +188,7 @@ function renderExplanation(ex) {
   for (const h of ex.hidden) {
     const div = document.createElement("div"); div.className = "hidden-layer";
     const name = document.createElement("div"); name.className = "name";
-    name.textContent = `→ ${h.name} (${h.count}): ${Math.round(100 * h.zeros)}% zero, max ${fmt(h.max)}`;
+    name.textContent = t("why.into").replace("{layer}", `${h.layer}: ${h.name}`).replace("{count}", h.count).replace("{zeros}", Math.round(100 * h.zeros)).replace("{max}", fmt(h.max));
     const strip = document.createElement("canvas"); strip.className = "strip";
     if (h.values) { const m = Math.max(...h.values.map(Math.abs)) || 1; paint(strip, h.values.length, 1, (i) => diverging(h.values[i] / m)); }
     div.append(name, strip); box.append(div);
