@@ -6,6 +6,7 @@ Set ``CHAINRULE_SCREENSHOT=path.png`` to keep the page's screenshot (the README'
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import tempfile
@@ -188,6 +189,8 @@ def test_a_seeded_run_shows_curves_tiles_and_galleries_and_a_reload_restores_the
         assert points(browser, "acc-curve") >= 2
         assert browser.find_elements(By.CSS_SELECTOR, "#recognised .item")
         wait(lambda: points(browser, "loss-curve") > before + 5, what="training to go on")
+        if os.environ.get("CHAINRULE_SCREENSHOT"):  # a run long enough to show its curves
+            wait(lambda: points(browser, "acc-curve") >= 12, timeout=60, what="a longer run")
         browser.find_element(By.ID, "pause").click()
         wait(lambda: text(browser, "state") == "paused", what="paused")
         draw_with_mouse(browser)
@@ -196,7 +199,15 @@ def test_a_seeded_run_shows_curves_tiles_and_galleries_and_a_reload_restores_the
         wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#inspector tr"), what="inspector")
         time.sleep(0.3)  # the last frame of the curves
         shot = Path(os.environ.get("CHAINRULE_SCREENSHOT") or tmp_path / "serve.png")
-        png = browser.get_screenshot_as_png()
+        size = browser.execute_script(
+            "const end = document.querySelector('footer').getBoundingClientRect().bottom;"
+            "return [document.documentElement.scrollWidth, Math.ceil(end + scrollY)];"
+        )
+        clip = {"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 1}
+        shot_data = browser.execute_cdp_cmd(  # the whole page, and no more
+            "Page.captureScreenshot", {"format": "png", "clip": clip}
+        )
+        png = base64.b64decode(shot_data["data"])
         shot.write_bytes(png)
         assert png.startswith(b"\x89PNG")
         assert len(png) > 50_000
