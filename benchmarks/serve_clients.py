@@ -25,8 +25,8 @@ import chainrule as cr
 from chainrule.server import create_server
 
 
-def reader(port: int, stop: threading.Event, counts: list[int], errors: list[str]) -> None:
-    """One page: the event stream, read and counted until ``stop``."""
+def reader(port: int, stop: threading.Event, counts: list[int], i: int, errors: list[str]) -> None:
+    """One page: the event stream, read until ``stop``; its events counted in ``counts[i]``."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
@@ -34,7 +34,7 @@ def reader(port: int, stop: threading.Event, counts: list[int], errors: list[str
             if not head.startswith(b"HTTP/1.0 200"):
                 errors.append(head.split(b"\r\n")[0].decode())
                 return
-            counts.append(head.count(b"\n\n"))
+            counts[i] = head.count(b"\n\n") - 1  # the stream's first line is "retry: ..."
             sock.settimeout(0.2)
             while not stop.is_set():
                 try:
@@ -44,7 +44,7 @@ def reader(port: int, stop: threading.Event, counts: list[int], errors: list[str
                 if not chunk:
                     errors.append("the stream ended")
                     return
-                counts[-1] += chunk.count(b"\n\n")
+                counts[i] += chunk.count(b"\n\n")
     except OSError as exc:
         errors.append(str(exc))
 
@@ -83,10 +83,10 @@ def main() -> None:
                 results["alone_sps"].append(sps)
                 results["alone_step"].append(step)
                 stop = threading.Event()
-                counts: list[int] = []
+                counts = [0] * args.clients
                 threads = [
-                    threading.Thread(target=reader, args=(server.port, stop, counts, errors))
-                    for _ in range(args.clients)
+                    threading.Thread(target=reader, args=(server.port, stop, counts, i, errors))
+                    for i in range(args.clients)
                 ]
                 for t in threads:
                     t.start()

@@ -272,6 +272,8 @@ def test_options_and_other_methods_are_refused(server):
     for method in ("OPTIONS", "PUT", "DELETE", "PATCH"):
         status, _, _ = request(server, method, "/api/predict")
         assert status == 405
+    assert request(server, "HEAD", "/api/events")[0] == 405
+    assert request(server, "HEAD", "/")[0] == 200
     still_serving(server)
 
 

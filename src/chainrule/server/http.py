@@ -288,6 +288,8 @@ class Handler(BaseHTTPRequestHandler):
     def _get(self) -> None:
         self._check_host()
         path = urlsplit(self.path).path
+        if self.command == "HEAD" and path not in self.server.static:
+            raise RequestError(HTTPStatus.METHOD_NOT_ALLOWED, "HEAD is for the page's files only")
         if path in self.server.static:
             body, kind = self.server.static[path]
             self._send(HTTPStatus.OK, body, kind)
