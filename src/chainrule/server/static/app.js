@@ -21,7 +21,7 @@ const TEXT = {
     "train.seed": "seed", "train.lr": "learning rate", "train.batch": "batch size", "train.save": "Save the model",
     "train.steps": "steps", "train.epoch": "epoch", "train.examples": "examples seen",
     "train.throughput": "examples / s", "train.state": "state", "train.model": "model",
-    "train.running": "training", "train.paused": "paused",
+    "train.running": "training", "train.paused": "paused", "train.parameters": "parameters",
     "train.loss": "loss per mini-batch", "train.smooth": "smoothed",
     "train.trainacc": "training accuracy", "train.valacc": "validation accuracy",
     "train.confusion": "Confusion matrix (rows: true digit, columns: predicted), validation images",
@@ -58,7 +58,7 @@ const TEXT = {
     "train.seed": "시드", "train.lr": "학습률", "train.batch": "배치 크기", "train.save": "모델 저장",
     "train.steps": "단계", "train.epoch": "에폭", "train.examples": "본 예제 수",
     "train.throughput": "예제 / 초", "train.state": "상태", "train.model": "모델",
-    "train.running": "학습 중", "train.paused": "일시정지",
+    "train.running": "학습 중", "train.paused": "일시정지", "train.parameters": "개의 파라미터",
     "train.loss": "미니배치 손실", "train.smooth": "평활화",
     "train.trainacc": "학습 정확도", "train.valacc": "검증 정확도",
     "train.confusion": "혼동 행렬 (행: 실제 숫자, 열: 예측), 검증 이미지",
@@ -227,7 +227,7 @@ function renderStatus() {
   $("examples").textContent = status.examples.toLocaleString("en");
   $("throughput").textContent = status.running ? Math.round(status.throughput).toLocaleString("en") : "0";
   $("state").textContent = t(status.running ? "train.running" : "train.paused");
-  $("model").textContent = `${status.model} · ${status.optimizer} · ${status.parameters.toLocaleString("en")} parameters`;
+  $("model").textContent = `${status.model} · ${status.optimizer} · ${status.parameters.toLocaleString("en")} ${t("train.parameters")}`;
   for (const [id, key] of [["seed", "seed"], ["lr", "lr"], ["batch", "batch_size"]]) {
     if (document.activeElement !== $(id)) $(id).value = String(status[key]);
   }
@@ -377,7 +377,11 @@ function connect() {
   });
   events.addEventListener("metrics", (ev) => {
     const m = JSON.parse(ev.data);
-    status = m.status; points.push(...m.points); evals.push(...m.evals);
+    status = m.status; points.push(...m.points);
+    for (const e of m.evals) { // thinned as the server thins its own copy
+      evals.push(e);
+      if (evals.length > 2000) evals = evals.filter((_, i) => i % 2 === 1);
+    }
     if (m.stride !== stride) { stride = m.stride; thin(); }
     renderStatus(); scheduleCurves();
   });
