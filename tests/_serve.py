@@ -96,9 +96,9 @@ def drawing_of(image: np.ndarray, scale: int = 10) -> dict[str, Any]:
 
 
 def events(server: ChainruleServer, seconds: float, on: Callable[[str, Any], None]) -> int:
-    """Read the event stream for ``seconds``, calling ``on(kind, data)`` for each event;
-    returns the HTTP status."""
-    end = time.monotonic() + seconds
+    """Read the event stream for ``seconds`` from its first event (which is always waited
+    for), calling ``on(kind, data)`` for each event; returns the HTTP status."""
+    end = None
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         host = urlsplit(server.url).netloc
         sock.sendall(f"GET /api/events HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
@@ -120,7 +120,9 @@ def events(server: ChainruleServer, seconds: float, on: Callable[[str, Any], Non
                 )
                 if "data" in fields:
                     on(fields.get("event", "message"), json.loads(fields["data"]))
-            left = end - time.monotonic()
+                    if end is None:
+                        end = time.monotonic() + seconds
+            left = 10.0 if end is None else end - time.monotonic()
             if left <= 0:
                 return status
             sock.settimeout(left)

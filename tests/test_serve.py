@@ -530,9 +530,9 @@ def test_a_client_that_never_reads_does_not_stall_training():
         post(s, "/api/start", {})
         a = s.session.step
         end = time.monotonic() + 30
-        while s.session.step < a + 300 and time.monotonic() < end:
+        while s.session.step < a + 100 and time.monotonic() < end:
             time.sleep(0.05)
-        assert s.session.step >= a + 300
+        assert s.session.step >= a + 100
         still_serving(s)
         post(s, "/api/pause", {})
         stuck.close()

@@ -7,6 +7,7 @@ the HTTP routes of :mod:`.http`, the event streams of :mod:`.stream`, the pictur
 
 from __future__ import annotations
 
+from ..history import History
 from ..network import Sequential
 from ..optim import Optimizer
 from .http import MAX_BODY, ChainruleServer, allowed_hosts
@@ -31,7 +32,7 @@ def create_server(
     optimizer: Optimizer | None = None,
     data: Data | None = None,
     settings: Settings | None = None,
-    history: object = None,
+    history: History | None = None,
     max_clients: int | None = None,
 ) -> ChainruleServer:
     """A server for the page, bound but not yet serving (``.start()`` in the background, or
@@ -56,5 +57,5 @@ def create_server(
         >>> server.start(); print(server.url); server.stop()  # doctest: +SKIP
     """
     broadcaster = Broadcaster() if max_clients is None else Broadcaster(max_clients)
-    session = Session(model, optimizer, data, broadcaster, settings, history)  # type: ignore[arg-type]
+    session = Session(model, optimizer, data, broadcaster, settings, history)
     return ChainruleServer((host, port), session, broadcaster)
