@@ -47,7 +47,7 @@ def failing(loss: cr.Loss, calls: list[int] = [], backward: Any = cr.Loss.backwa
     return backward(loss)
 
 
-cli.fit = fit  # type: ignore[assignment]
+cli.train.fit = fit  # type: ignore[assignment]
 if spec.get("fail_on") == comm.rank:
     cr.SoftmaxCrossEntropy.backward = failing  # type: ignore[method-assign]
 if spec.get("local_statistics"):

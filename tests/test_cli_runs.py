@@ -251,7 +251,7 @@ def test_a_bug_in_chainrule_keeps_its_traceback_and_says_it_is_a_bug(
     def broken(*args, **kwargs):
         raise error("an injected bug")
 
-    monkeypatch.setattr(cli, "_report", broken)
+    monkeypatch.setattr(cli.evaluate, "report", broken)
     assert main(["evaluate", str(model_file)]) == cli.BUG_EXIT
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err

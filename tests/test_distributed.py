@@ -346,7 +346,7 @@ def test_a_failed_set_up_is_reported_once_by_rank_0(tmp_path, monkeypatch, capsy
     """Every process meets a bad option alike; a missing file may be missing on one process
     only. Either way no process starts training alone, and rank 0 alone says why."""
     comms: dict[int, ThreadComm] = {}
-    monkeypatch.setattr(cli, "world", lambda: comms[threading.get_ident()])
+    monkeypatch.setattr(cli._job, "world", lambda: comms[threading.get_ident()])
 
     def run(comm: ThreadComm, *options: str) -> int:
         comms[threading.get_ident()] = comm

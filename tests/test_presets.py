@@ -22,7 +22,7 @@ def layer_names(path) -> list[str]:
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_each_preset_sets_options_of_train_as_its_flags_parse(name):
     """The flags ``--help`` lists for a preset give back the preset's values."""
-    flags = cli._as_flags(PRESETS[name]).split()
+    flags = cli.train.as_flags(PRESETS[name]).split()
     args = cli.build_parser().parse_args(["train", *flags])
     assert {key: getattr(args, key) for key in PRESETS[name]} == PRESETS[name]
 
@@ -40,7 +40,7 @@ def test_help_lists_every_preset_with_what_it_sets(capsys):
         main(["train", "--help"])
     lines = capsys.readouterr().out.splitlines()
     for name, options in PRESETS.items():
-        expected = cli._as_flags(options).split() or ["(the", "defaults", "above)"]
+        expected = cli.train.as_flags(options).split() or ["(the", "defaults", "above)"]
         assert any(line.split() == [name, *expected] for line in lines), name
 
 
