@@ -460,6 +460,23 @@ def test_a_loaded_model_is_served_and_reset_from_the_seed(model):
             np.testing.assert_array_equal(s.session.model.params[key], value)
 
 
+def test_a_model_of_images_is_served_and_trained():
+    """A model that takes (1, 28, 28) images (here shifted by its own RandomShift, then
+    flattened) is drawn, explained and trained like one of vectors: only model.input_shape and
+    the Layer interface are used."""
+    model = cr.MLP(784, [16], 10, rescale=1 / 255, augment=1, rng=0)
+    assert len(model.input_shape) == 3  # images of any size; the page gives (1, 28, 28)
+    with running(model=model) as s:
+        status, answer = post(s, "/api/predict", drawing_of(X_TEST[0, 0]))
+        assert status == 200
+        assert answer["digit"] == int(model.copy().predict(X_TEST[:1])[0])
+        _, explained = post(s, "/api/explain", drawing_of(X_TEST[0, 0]))
+        assert len(explained["gradient"]) == 784
+        assert post(s, "/api/step", {})[1]["step"] == 1
+        tiles = s.session._pictures()["weights"]
+        assert (tiles["height"], tiles["width"], len(tiles["tiles"])) == (28, 28, 16)
+
+
 def test_a_model_that_does_not_take_digits_is_refused():
     with pytest.raises(ValueError, match=r"takes samples of shape \(10,\)"):
         create_server(port=0, model=cr.MLP(10, [4], 10, rng=0), data=SMALL)
