@@ -45,6 +45,7 @@ RANKS: dict[str, int] = {
     "datasets": 5,
     "lessons": 6,
     "cli": 7,
+    "server": 7,
     "__main__": 7,
     "__init__": 8,
 }

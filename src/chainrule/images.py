@@ -120,12 +120,14 @@ def prepare_digit(grey: np.ndarray) -> np.ndarray:
     scale = 20.0 / max(h, w)
     digit = _area_resize(ink, max(1, round(h * scale)), max(1, round(w * scale)))
     canvas = np.zeros((28, 28), np.float32)
-    # Place the 20x20 box so the centre of mass lands on the centre of the canvas, as MNIST does.
+    # Place the 20x20 box so the centre of mass lands where MNIST puts it: pixel (14, 14), the mean
+    # over its test digits (13.99, 14.00), not the geometric centre 13.5, which moved half of the
+    # digits by a pixel.
     total = digit.sum()
     cy = (digit.sum(axis=1) @ np.arange(digit.shape[0])) / total
     cx = (digit.sum(axis=0) @ np.arange(digit.shape[1])) / total
-    top = int(np.clip(round(13.5 - cy), 0, 28 - digit.shape[0]))
-    left = int(np.clip(round(13.5 - cx), 0, 28 - digit.shape[1]))
+    top = int(np.clip(round(14.0 - cy), 0, 28 - digit.shape[0]))
+    left = int(np.clip(round(14.0 - cx), 0, 28 - digit.shape[1]))
     canvas[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
     return np.clip(canvas, 0.0, 1.0).ravel()
 

@@ -1,5 +1,6 @@
-"""The ``chainrule`` command: train on MNIST, evaluate, predict images, export, check gradients,
-run the notes' lessons. One module per command; each adds its parser and runs its command.
+"""The ``chainrule`` command: train on MNIST, evaluate, predict images, export, serve the page,
+check gradients, run the notes' lessons. One module per command; each adds its parser and runs
+its command.
 
 This is the only package that prints. Every failure a user can cause (a missing file, a bad
 option, an unwritable output directory, training that diverges) ends in one line on stderr and a
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..train import DivergenceError
-from . import evaluate, export, gradcheck, lesson, predict, train
+from . import evaluate, export, gradcheck, lesson, predict, serve, train
 from ._common import Parser, UsageError
 from ._job import Job
 from .train import DEFAULTS, OUTPUTS, PRESETS
@@ -23,7 +24,7 @@ from .train import DEFAULTS, OUTPUTS, PRESETS
 __all__ = ["DEFAULTS", "OUTPUTS", "PRESETS", "build_parser", "main"]
 
 #: The commands, in the order ``chainrule --help`` lists them.
-COMMANDS = (train, evaluate, predict, export, gradcheck, lesson)
+COMMANDS = (train, evaluate, predict, export, serve, gradcheck, lesson)
 
 
 def build_parser() -> argparse.ArgumentParser:
