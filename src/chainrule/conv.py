@@ -361,8 +361,8 @@ class MaxPool2D(_Pool2D):
         size = self.pool_size[0] * self.pool_size[1]
         argmax = np.zeros(y.shape, np.uint8 if size <= 256 else np.int32)
         for k, (_, _, view) in enumerate(views, start=1):
-            greater = view > y  # strictly: the first of tied values keeps the gradient
-            argmax[greater] = k
+            # Strictly greater: the first of tied values keeps the gradient.
+            np.copyto(argmax, k, where=view > y)  # (a boolean-mask assignment is slower)
             np.maximum(y, view, out=y)
         self._argmax = argmax
         return y.transpose(0, 3, 1, 2)
