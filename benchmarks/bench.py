@@ -181,7 +181,7 @@ WORKLOADS: dict[str, Workload] = {
     "B": Workload("B", (1000,)),
     "C": Workload("C", (512, 512), optimizer="adam", lr=0.001, batch_size=128),
     "D": Workload("D", (1000,), batch_size=1000, inference=True),
-    "F": Workload("F", (128,), optimizer="adam", lr=0.001, batch_size=128, channels=(16, 32)),
+    "F": Workload("F", (128,), optimizer="adam", lr=0.001, batch_size=128, channels=(32, 32)),
 }
 
 

@@ -51,7 +51,7 @@ __all__ = ["main"]
 DEFAULTS: dict[str, Any] = {
     "preset": "default",
     "model": "mlp",
-    "channels": "16,32",
+    "channels": "32,32",
     "hidden": "512,256",
     "batch_norm": False,
     "augment": 1,
@@ -84,8 +84,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 #: ``chainrule train --model NAME``: the values a model takes over DEFAULTS, below a preset's and
-#: the command line's. ``cnn``: >= 99.4% MNIST test accuracy within 10 minutes on 2 cores
-#: (README, "Results").
+#: the command line's. ``cnn`` (with ``--channels`` 32,32): 99.49% MNIST test accuracy, seed 0, in
+#: an estimated 8 minutes on 2 cores (README, "Results").
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "mlp": {},
     "cnn": {
