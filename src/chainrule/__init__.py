@@ -10,6 +10,7 @@ True
 from . import datasets, kernels, metrics, optim, schedules
 from ._version import __version__
 from .augmentation import RandomShift
+from .conv import AvgPool2D, Conv2D, MaxPool2D
 from .data import train_validation_split
 from .export import export_onnx
 from .gradcheck import GradientCheckError, GradientCheckReport, gradient_check
@@ -35,7 +36,7 @@ from .losses import (
     MeanSquaredError,
     SoftmaxCrossEntropy,
 )
-from .network import DNN, MLP, Sequential
+from .network import CNN, DNN, MLP, Sequential
 from .numerical import gradient_descent, numerical_gradient
 from .optim import SGD, AdaGrad, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSProp
 from .progress import ProgressBar
@@ -51,16 +52,19 @@ from .train import (
 )
 
 __all__ = [
+    "CNN",
     "DNN",
     "MLP",
     "SGD",
     "AdaGrad",
     "Adam",
     "AdamW",
+    "AvgPool2D",
     "BatchNorm",
     "BinaryCrossEntropy",
     "Callback",
     "Checkpoint",
+    "Conv2D",
     "CosineLR",
     "CrossEntropy",
     "Dense",
@@ -75,6 +79,7 @@ __all__ = [
     "LeakyReLU",
     "LearningRateScheduler",
     "Loss",
+    "MaxPool2D",
     "MeanSquaredError",
     "Momentum",
     "Nesterov",
