@@ -378,7 +378,7 @@ def test_model_cnn_trains_a_cnn_draws_its_filters_and_a_resumed_run_keeps_it(tmp
     assert main(argv) == 0
     written = capsys.readouterr().out
     assert "filters.png" in written.splitlines()[-1]
-    assert {p.name for p in out.iterdir()} == {*cli.OUTPUTS, *cli.PLOTS}
+    assert {p.name for p in out.iterdir()} == {*cli.OUTPUTS, *cli.train.PLOTS}
     model = cr.load(out / "model.npz")
     assert type(model) is cr.CNN
     assert [repr(layer) for layer in model.layers[2:8]] == [
@@ -387,7 +387,7 @@ def test_model_cnn_trains_a_cnn_draws_its_filters_and_a_resumed_run_keeps_it(tmp
     ]  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["options"]["model"], summary["options"]["channels"]) == ("cnn", [2, 3])
-    assert summary["options"]["augment"] == cli.MODEL_DEFAULTS["cnn"]["augment"]
+    assert summary["options"]["augment"] == cli.train.MODEL_DEFAULTS["cnn"]["augment"]
     resume = ["train", "--epochs", "2", "--resume", "--quiet", "--no-plots", "--out", str(out)]
     assert main(resume) == 0
     summary = json.loads((out / "summary.json").read_text())
