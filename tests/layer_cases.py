@@ -73,6 +73,13 @@ def _away_from_zero(rng: np.random.Generator, shape: Shape) -> np.ndarray:
     return rng.choice([-1.0, 1.0], size=shape) * rng.uniform(0.1, 2.0, size=shape)
 
 
+def _distinct(rng: np.random.Generator, shape: Shape) -> np.ndarray:
+    # Every value different, at least 4 / size apart: a central difference with h = 1e-5 never
+    # changes which input of a pooling window is the largest (and no window holds a tie).
+    size = int(np.prod(shape))
+    return (rng.permutation(size).reshape(shape) / size * 2.0 - 1.0) * 2.0
+
+
 CASES: list[LayerCase] = [
     LayerCase("Rescaling", lambda dt: cr.Rescaling(1 / 255, offset=-0.5), (6,)),
     LayerCase("Rescaling-images", lambda dt: cr.Rescaling(0.5), (2, 3, 3)),
@@ -105,4 +112,61 @@ CASES: list[LayerCase] = [
         (6,),
         bad_shapes=((5, 7), (5,)),
     ),
+    # Convolution: odd and unequal sides, a kernel that does not tile the input, stride 2 with
+    # the floor rule, padding (rectangular too); batches > 1.
+    LayerCase(
+        "Conv2D",
+        lambda dt: cr.Conv2D(2, 3, 3, rng=0, dtype=dt),
+        (2, 5, 6),
+        bad_shapes=((5, 30), (5, 3, 5, 6), (5, 2, 2, 6), (5, 2, 5)),
+    ),
+    LayerCase(
+        "Conv2D-stride2-padding",
+        lambda dt: cr.Conv2D(
+            3, 4, (3, 2), stride=2, padding=(1, 2), init="xavier", rng=1, dtype=dt
+        ),
+        (3, 7, 6),
+        bad_shapes=((3, 2, 7, 6),),
+        batch=3,
+    ),
+    LayerCase(
+        "Conv2D-rect-stride",
+        lambda dt: cr.Conv2D(1, 2, (2, 3), stride=(1, 2), rng=2, dtype=dt),
+        (1, 4, 8),
+        bad_shapes=((4, 1, 1, 8), (4, 1, 4, 2)),
+    ),
+    LayerCase(
+        "Conv2D-padding-only-window",
+        lambda dt: cr.Conv2D(2, 2, 5, padding=2, rng=3, dtype=dt),
+        (2, 1, 3),  # smaller than the kernel: padding leaves windows
+    ),
+    # Pooling: odd sides (floor rule), overlapping windows (stride < size), rectangular windows.
+    LayerCase(
+        "MaxPool2D",
+        lambda dt: cr.MaxPool2D(2),
+        (2, 5, 7),
+        bad_shapes=((5, 70), (5, 2, 1, 7), (5, 2, 5)),
+        inputs=_distinct,
+    ),
+    LayerCase(
+        "MaxPool2D-overlapping",
+        lambda dt: cr.MaxPool2D(3, stride=2),
+        (2, 7, 6),
+        inputs=_distinct,
+        batch=3,
+    ),
+    LayerCase(
+        "MaxPool2D-rect",
+        lambda dt: cr.MaxPool2D((2, 3), stride=(1, 2)),
+        (1, 4, 7),
+        bad_shapes=((5, 1, 4, 2),),
+        inputs=_distinct,
+    ),
+    LayerCase(
+        "AvgPool2D",
+        lambda dt: cr.AvgPool2D(2),
+        (3, 5, 5),
+        bad_shapes=((5, 3, 1, 5),),
+    ),
+    LayerCase("AvgPool2D-overlapping", lambda dt: cr.AvgPool2D((3, 2), stride=1), (2, 6, 5)),
 ]

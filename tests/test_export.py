@@ -41,6 +41,15 @@ OPERATORS = {
     "RandomShift": [],
     "RandomShift-0": [],
     "BatchNorm": ["BatchNormalization"],
+    "Conv2D": ["Conv"],
+    "Conv2D-stride2-padding": ["Conv"],
+    "Conv2D-rect-stride": ["Conv"],
+    "Conv2D-padding-only-window": ["Conv"],
+    "MaxPool2D": ["MaxPool"],
+    "MaxPool2D-overlapping": ["MaxPool"],
+    "MaxPool2D-rect": ["MaxPool"],
+    "AvgPool2D": ["AveragePool"],
+    "AvgPool2D-overlapping": ["AveragePool"],
 }
 EXPORTED = [case for case in CASES if case.layer_class.__name__ not in REFUSED]
 

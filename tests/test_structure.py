@@ -31,6 +31,7 @@ RANKS: dict[str, int] = {
     "images": 0,
     "layers": 1,
     "augmentation": 1,
+    "conv": 1,
     "losses": 1,
     "network": 2,
     "gradcheck": 3,

@@ -10,6 +10,7 @@ True
 from . import datasets, kernels, metrics, optim, schedules
 from ._version import __version__
 from .augmentation import RandomShift
+from .conv import AvgPool2D, Conv2D, MaxPool2D
 from .data import train_validation_split
 from .export import export_onnx
 from .gradcheck import GradientCheckError, GradientCheckReport, gradient_check
@@ -57,10 +58,12 @@ __all__ = [
     "AdaGrad",
     "Adam",
     "AdamW",
+    "AvgPool2D",
     "BatchNorm",
     "BinaryCrossEntropy",
     "Callback",
     "Checkpoint",
+    "Conv2D",
     "CosineLR",
     "CrossEntropy",
     "Dense",
@@ -75,6 +78,7 @@ __all__ = [
     "LeakyReLU",
     "LearningRateScheduler",
     "Loss",
+    "MaxPool2D",
     "MeanSquaredError",
     "Momentum",
     "Nesterov",
