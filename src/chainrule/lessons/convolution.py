@@ -4,9 +4,8 @@ An MLP and a small CNN learn the same MNIST subset with the same optimizer, batc
 both are then tested on the test digits moved by 0 to 6 pixels. The MLP gives every pixel
 position a weight of its own, so a digit moved by two pixels meets weights that never saw it
 there; the CNN slides the same 5x5 filters over the whole image and max-pools their responses,
-so a small shift moves its feature maps instead of changing them. A third network, the MLP
-trained on randomly shifted digits, shows what the MLP can learn from data that the CNN has by
-construction.
+so a small shift moves its feature maps instead of changing them. The same two networks trained
+on randomly shifted digits show what each learns from data beyond what its structure gives.
 
 The lesson also shows the CNN's first-layer filters, and checks, on the trained CNN, that the
 convolution's backward pass is the Affine layer's: im2col lays every input patch out as a row of
@@ -18,8 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..augmentation import RandomShift
 from ..conv import Conv2D, MaxPool2D
-from ..layers import Dense, Flatten, ReLU, Rescaling
+from ..layers import Dense, Flatten, Layer, ReLU, Rescaling
 from ..losses import SoftmaxCrossEntropy
 from ..network import MLP, Sequential
 from ..optim import Adam
@@ -38,7 +38,13 @@ SHIFTS = tuple(range(7))
 #: (training images, epochs, test images) of the full and the quick form.
 FULL, QUICK = (10_000, 5, 10_000), (2_000, 2, 1_000)
 GRAD_IMAGES = 8  # test images on which the backward pass is checked
-MODELS = {"mlp": "MLP", "mlp_shifts": "MLP + shifts", "cnn": "CNN"}
+#: The four networks: (name, label, convolutional, trained on shifted images).
+MODELS = (
+    ("mlp", "MLP", False, False),
+    ("mlp_shifts", "MLP + shifts", False, True),
+    ("cnn", "CNN", True, False),
+    ("cnn_shifts", "CNN + shifts", True, True),
+)
 
 
 def im2col(
@@ -141,23 +147,32 @@ def _moved(images: np.ndarray, direction: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _cnn(rng: np.random.Generator) -> tuple[Sequential, list[Conv2D]]:
-    """The CNN, and its two Conv2D layers."""
+def _cnn(seed: int, augment: int) -> Sequential:
+    """The CNN; ``augment > 0`` shifts its training images by up to that many pixels. The same
+    seed gives the same initial weights with or without the shifts."""
     c1, c2 = CHANNELS
     side = ((SIDE - KERNEL + 1) // POOL - KERNEL + 1) // POOL  # 28 -> 24 -> 12 -> 8 -> 4
-    convs = [Conv2D(1, c1, KERNEL, rng=rng), Conv2D(c1, c2, KERNEL, rng=rng)]
-    net = Sequential(
+    rng = np.random.default_rng(seed)
+    # A generator of its own for the shifts (spawning does not advance rng), as MLP does.
+    shifts: list[Layer] = [RandomShift(augment, rng=rng.spawn(1)[0])] if augment else []
+    return Sequential(
         Rescaling(1 / 255),
-        convs[0],
+        *shifts,
+        Conv2D(1, c1, KERNEL, rng=rng),
         ReLU(),
         MaxPool2D(POOL),
-        convs[1],
+        Conv2D(c1, c2, KERNEL, rng=rng),
         ReLU(),
         MaxPool2D(POOL),
         Flatten(),
         Dense(c2 * side * side, 10, init="xavier", rng=rng),  # no ReLU follows: Xavier
     )
-    return net, convs
+
+
+def _build(convolutional: bool, augment: int, seed: int) -> Sequential:
+    if convolutional:
+        return _cnn(seed, augment)
+    return MLP(SIDE * SIDE, [HIDDEN], 10, rescale=1 / 255, augment=augment, rng=seed)
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -203,7 +218,8 @@ def _check_backward(net: Sequential, x: np.ndarray, t: np.ndarray) -> dict[str, 
 
 
 def run(*, quick: bool = False, seed: int = 0, data_dir: DataDir = None) -> LessonResult:
-    """Train an MLP and a CNN on the same MNIST subset; test both on shifted digits.
+    """Train an MLP and a CNN, without and with shifts, on the same MNIST subset; test them on
+    shifted digits.
 
     Parameters
     ----------
@@ -211,8 +227,9 @@ def run(*, quick: bool = False, seed: int = 0, data_dir: DataDir = None) -> Less
         2,000 training images for 2 epochs, 1,000 test images, instead of 10,000 images for 5
         epochs and the whole test set.
     seed : int
-        Chooses the subsets, the initial weights, the order of the batches, the shifts of the
-        third network's training images and the direction each test image moves in.
+        Chooses the subsets, the initial weights (the same for an MLP or a CNN with and without
+        shifts), the order of the batches, the training shifts and the direction each test
+        image moves in.
     data_dir : path, optional
         Directory of the MNIST IDX files (default: the copy shipped with chainrule).
     """
@@ -226,16 +243,11 @@ def run(*, quick: bool = False, seed: int = 0, data_dir: DataDir = None) -> Less
     images = x.reshape(-1, 1, SIDE, SIDE)
     test_images = x_test.reshape(-1, 1, SIDE, SIDE)
 
-    cnn, convs = _cnn(np.random.default_rng(init_seed))
-    nets = {
-        "mlp": MLP(SIDE * SIDE, [HIDDEN], 10, rescale=1 / 255, rng=init_seed),
-        "mlp_shifts": MLP(
-            SIDE * SIDE, [HIDDEN], 10, rescale=1 / 255, augment=AUGMENT, rng=init_seed
-        ),
-        "cnn": cnn,
-    }
-    flat = {"mlp": True, "mlp_shifts": False, "cnn": False}  # the plain MLP takes vectors
-    for name, net in nets.items():
+    nets: dict[str, Sequential] = {}
+    # Only the plain MLP takes vectors; a model that shifts its inputs takes images.
+    flat = {name: not conv and not shifts for name, _, conv, shifts in MODELS}
+    for name, _, conv, shifts in MODELS:
+        nets[name] = net = _build(conv, AUGMENT if shifts else 0, init_seed)
         fit(
             net,
             x if flat[name] else images,
@@ -254,6 +266,7 @@ def run(*, quick: bool = False, seed: int = 0, data_dir: DataDir = None) -> Less
             inputs = moved.reshape(len(moved), -1) if flat[name] else moved
             accuracy[name, k] = evaluate(net, inputs, y_test, loss=None)["accuracy"]
 
+    cnn = nets["cnn"]
     checks = _check_backward(cnn, test_images[:GRAD_IMAGES], y_test[:GRAD_IMAGES])
     figures: dict[str, float] = {
         f"{name}_params": float(net.num_params) for name, net in nets.items()
@@ -263,10 +276,10 @@ def run(*, quick: bool = False, seed: int = 0, data_dir: DataDir = None) -> Less
     figures.update(checks)
 
     table = format_table(
-        ["shift (pixels)", *(f"{label} acc." for label in MODELS.values())],
-        [[str(k), *(f"{accuracy[name, k]:.1%}" for name in MODELS)] for k in SHIFTS],
+        ["shift (pixels)", *(label for _, label, _, _ in MODELS)],
+        [[str(k), *(f"{accuracy[name, k]:.1%}" for name, *_ in MODELS)] for k in SHIFTS],
     )
-    kept = {name: accuracy[name, 3] / accuracy[name, 0] for name in MODELS}
+    kept = {name: accuracy[name, 3] / accuracy[name, 0] for name, *_ in MODELS}
     c1, c2 = CHANNELS
     checks_table = format_table(
         ["layer", "dW vs cols^T @ delta", "db vs sum of delta", "dx vs col2im(delta @ W^T)"],
@@ -283,18 +296,18 @@ def run(*, quick: bool = False, seed: int = 0, data_dir: DataDir = None) -> Less
             f"MNIST, {len(x):,} training images, {epochs} epochs of Adam (lr {LR:g}, batch "
             f"{BATCH}), the same batches for every network:",
             f"  MLP           784-{HIDDEN}-10, ReLU ({nets['mlp'].num_params:,} parameters)",
-            f"  MLP + shifts  the same MLP, trained on images shifted at random by up to "
-            f"{AUGMENT} pixels",
             f"  CNN           conv {KERNEL}x{KERNEL}x{c1} - max pool {POOL} - conv "
             f"{KERNEL}x{KERNEL}x{c2} - max pool {POOL} - dense 10, ReLU ({cnn.num_params:,} "
             "parameters)",
+            f"  + shifts      either network, its training images shifted at random by up to "
+            f"{AUGMENT} pixels",
             f"Test accuracy on {len(x_test):,} test images, each moved k pixels down, up, right "
             "or left (at random per image; 0 shifted in):",
             "",
             table,
             "",
             "Share of the unshifted accuracy kept at 3 pixels: "
-            + ", ".join(f"{MODELS[name]} {kept[name]:.0%}" for name in MODELS)
+            + ", ".join(f"{label} {kept[name]:.0%}" for name, label, _, _ in MODELS)
             + ".",
             "",
             f"The trained CNN's backward pass in float64 on {GRAD_IMAGES} test images, against "
@@ -304,22 +317,27 @@ def run(*, quick: bool = False, seed: int = 0, data_dir: DataDir = None) -> Less
             checks_table,
         ]
     )
-    filters = convs[0].params["W"][:, 0]
+    filters = next(layer for layer in cnn if isinstance(layer, Conv2D)).params["W"][:, 0]
     return LessonResult(text, _plot(accuracy, filters, test_images[0, 0]), figures)
 
 
 def _plot(accuracy: dict[tuple[str, int], float], filters: np.ndarray, digit: np.ndarray) -> bytes:
     fig = new_figure(13, 5.2)
-    panels = fig.subfigures(1, 2, width_ratios=[1.9, 1])
-    left, right = panels[0], panels[1]
+    grid = fig.add_gridspec(1, 2, width_ratios=[1.9, 1])
+    left, right = fig.add_subfigure(grid[0]), fig.add_subfigure(grid[1])
     ax_acc, ax_digits = left.subplots(2, 1, height_ratios=[4, 1])
-    styles = {"mlp": ("C3", "o"), "mlp_shifts": ("C1", "^"), "cnn": ("C0", "s")}
-    for name, label in MODELS.items():
-        color, marker = styles[name]
+    for name, label, conv, shifts in MODELS:
         acc = [100 * accuracy[name, k] for k in SHIFTS]
-        if name == "mlp_shifts":
-            label = f"MLP trained on random shifts of up to {AUGMENT} px"
-        ax_acc.plot(SHIFTS, acc, marker=marker, color=color, label=label)
+        if shifts:
+            label = f"{label.split()[0]} trained on random shifts of up to {AUGMENT} px"
+        ax_acc.plot(
+            SHIFTS,
+            acc,
+            "--" if shifts else "-",
+            marker="s" if conv else "o",
+            color="C0" if conv else "C3",
+            label=label,
+        )
     ax_acc.set_xlabel("shift (pixels: down, up, right or left, at random per image)")
     ax_acc.set_ylabel("test accuracy (%)")
     ax_acc.set_ylim(0, 100)
