@@ -110,6 +110,7 @@ def test_convolution(capsys):
     kept = {m: fig[f"{m}_shift3_accuracy"] / fig[f"{m}_shift0_accuracy"] for m in ("mlp", "cnn")}
     assert kept["cnn"] > kept["mlp"] + 0.1
     assert fig["cnn_shift3_accuracy"] > fig["mlp_shift3_accuracy"] + 0.1
+    assert fig["conv1_change"] > 0.01  # the first-layer filters learned something
     # Conv2D's backward pass is the Affine layer's on im2col's matrix, to float64 rounding.
     for layer in ("conv1", "conv2"):
         for grad in ("dW", "db", "dx"):

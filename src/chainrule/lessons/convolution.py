@@ -7,10 +7,11 @@ there; the CNN slides the same 5x5 filters over the whole image and max-pools th
 so a small shift moves its feature maps instead of changing them. The same two networks trained
 on randomly shifted digits show what each learns from data beyond what its structure gives.
 
-The lesson also shows the CNN's first-layer filters, and checks, on the trained CNN, that the
-convolution's backward pass is the Affine layer's: im2col lays every input patch out as a row of
-a matrix ``cols``, so that the convolution is the matrix product ``cols @ W``; then
-``dL/dW = cols^T @ delta`` and ``dL/dx`` is ``delta @ W^T`` folded back onto the image (col2im).
+The lesson also shows the CNN's first-layer filters and what training changed in them, and
+checks, on the trained CNN, that the convolution's backward pass is the Affine layer's: im2col
+lays every input patch out as a row of a matrix ``cols``, so that the convolution is the matrix
+product ``cols @ W``; then ``dL/dW = cols^T @ delta`` and ``dL/dx`` is ``delta @ W^T`` folded
+back onto the image (col2im).
 """
 
 from __future__ import annotations
@@ -175,6 +176,12 @@ def _build(convolutional: bool, augment: int, seed: int) -> Sequential:
     return MLP(SIDE * SIDE, [HIDDEN], 10, rescale=1 / 255, augment=augment, rng=seed)
 
 
+def _first_filters(net: Sequential) -> np.ndarray:
+    """The first Conv2D's weights as ``(F, k, k)`` (it has one input channel), float64."""
+    conv = next(layer for layer in net if isinstance(layer, Conv2D))
+    return conv.params["W"][:, 0].astype(np.float64)
+
+
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
     """``max |a - b| / max |b|``."""
     return float(np.abs(a - b).max() / np.abs(b).max())
@@ -267,6 +274,13 @@ def run(*, quick: bool = False, seed: int = 0, data_dir: DataDir = None) -> Less
             accuracy[name, k] = evaluate(net, inputs, y_test, loss=None)["accuracy"]
 
     cnn = nets["cnn"]
+    # The first layer's 16 filters, trained and as they started (the same seed rebuilds them).
+    filters, initial = (_first_filters(net) for net in (cnn, _cnn(init_seed, 0)))
+    change = float(np.linalg.norm(filters - initial) / np.linalg.norm(initial))
+    correlation = [
+        float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+        for a, b in zip(filters, initial, strict=True)
+    ]
     checks = _check_backward(cnn, test_images[:GRAD_IMAGES], y_test[:GRAD_IMAGES])
     figures: dict[str, float] = {
         f"{name}_params": float(net.num_params) for name, net in nets.items()
@@ -274,6 +288,9 @@ def run(*, quick: bool = False, seed: int = 0, data_dir: DataDir = None) -> Less
     for (name, k), acc in accuracy.items():
         figures[f"{name}_shift{k}_accuracy"] = acc
     figures.update(checks)
+    figures["conv1_change"] = change
+    figures["conv1_min_correlation"] = min(correlation)
+    figures["conv1_median_correlation"] = float(np.median(correlation))
 
     table = format_table(
         ["shift (pixels)", *(label for _, label, _, _ in MODELS)],
@@ -310,6 +327,11 @@ def run(*, quick: bool = False, seed: int = 0, data_dir: DataDir = None) -> Less
             + ", ".join(f"{label} {kept[name]:.0%}" for name, label, _, _ in MODELS)
             + ".",
             "",
+            f"Training moved the CNN's first-layer filters by {change:.0%} of their initial norm; "
+            "each filter's correlation",
+            f"with its initial weights: {min(correlation):.2f} to {max(correlation):.2f} "
+            f"(median {np.median(correlation):.2f}).",
+            "",
             f"The trained CNN's backward pass in float64 on {GRAD_IMAGES} test images, against "
             "the Affine layer's formulas on im2col's matrix",
             "(max |difference| / max |value|):",
@@ -317,13 +339,17 @@ def run(*, quick: bool = False, seed: int = 0, data_dir: DataDir = None) -> Less
             checks_table,
         ]
     )
-    filters = next(layer for layer in cnn if isinstance(layer, Conv2D)).params["W"][:, 0]
-    return LessonResult(text, _plot(accuracy, filters, test_images[0, 0]), figures)
+    return LessonResult(text, _plot(accuracy, filters, initial, test_images[0, 0]), figures)
 
 
-def _plot(accuracy: dict[tuple[str, int], float], filters: np.ndarray, digit: np.ndarray) -> bytes:
-    fig = new_figure(13, 5.2)
-    grid = fig.add_gridspec(1, 2, width_ratios=[1.9, 1])
+def _plot(
+    accuracy: dict[tuple[str, int], float],
+    filters: np.ndarray,
+    initial: np.ndarray,
+    digit: np.ndarray,
+) -> bytes:
+    fig = new_figure(14, 5.2)
+    grid = fig.add_gridspec(1, 2, width_ratios=[1.5, 1])
     left, right = fig.add_subfigure(grid[0]), fig.add_subfigure(grid[1])
     ax_acc, ax_digits = left.subplots(2, 1, height_ratios=[4, 1])
     for name, label, conv, shifts in MODELS:
@@ -353,18 +379,33 @@ def _plot(accuracy: dict[tuple[str, int], float], filters: np.ndarray, digit: np
     ax_digits.set_yticks([])
     ax_digits.set_xlabel("the first test digit, moved right by 0 to 6 pixels")
 
-    n = len(filters)
-    rows = int(np.ceil(np.sqrt(n)))
-    axes = right.subplots(rows, int(np.ceil(n / rows)))
-    for i, ax in enumerate(axes.flat):
-        ax.set_axis_off()
-        if i < n:
-            limit = float(np.abs(filters[i]).max())
-            ax.imshow(filters[i], cmap="RdBu_r", vmin=-limit, vmax=limit)
-    right.suptitle(
-        f"The CNN's {n} first-layer filters ({KERNEL}x{KERNEL})\nred: weight > 0, blue: < 0"
+    titles = (
+        f"The CNN's {len(filters)} first-layer\nfilters ({KERNEL}x{KERNEL}) after training",
+        "What training changed:\ntrained - initial weights",
     )
+    notes = ("red: > 0, blue: < 0", "red: went up, blue: went down")
+    for ax, weights, title, note in zip(
+        right.subplots(1, 2), (filters, filters - initial), titles, notes, strict=True
+    ):
+        ax.imshow(_mosaic(weights), cmap="RdBu_r", vmin=-1, vmax=1)
+        ax.set_axis_off()
+        ax.set_title(title, fontsize=10)
+        ax.text(0.5, -0.03, f"{note}\n(each filter on its own scale)", transform=ax.transAxes,
+                ha="center", va="top", fontsize=9)  # fmt: skip
     return figure_png(fig)
+
+
+def _mosaic(weights: np.ndarray) -> np.ndarray:
+    """``weights (F, k, k)`` tiled in a square grid, each divided by its largest magnitude,
+    with a blank (NaN) pixel between neighbours."""
+    n, k = len(weights), weights.shape[-1]
+    side = int(np.ceil(np.sqrt(n)))
+    tiles = np.full((side * (k + 1) - 1, side * (k + 1) - 1), np.nan)
+    for i, w in enumerate(weights):
+        r, c = divmod(i, side)
+        scale = float(np.abs(w).max()) or 1.0
+        tiles[r * (k + 1) : r * (k + 1) + k, c * (k + 1) : c * (k + 1) + k] = w / scale
+    return tiles
 
 
 LESSON = Lesson(
