@@ -21,6 +21,11 @@ The contenders, per workload:
     PyTorch on the CPU with two threads, data converted to float32 tensors once, up front.
 ``sklearn``
     scikit-learn's ``MLPClassifier`` for one epoch (``max_iter=1``).
+
+Workload F is a CNN (``chainrule train --model cnn``'s layers); its limit is the loop of the
+matrix products the im2col formulation needs (the two convolutions' forward products, their
+weight gradients, the second's input gradient ``dcol = dy @ W``, and the Dense layers'), and its
+contenders are the limit, chainrule and PyTorch.
 """
 
 from __future__ import annotations
@@ -74,7 +79,11 @@ TARGETS = (
     ("D", "torch_over_chainrule", ">=", 1.2),
     ("D", "pct_of_limit", ">=", 90),
     ("E", "time_saved_pct", ">=", 25),
+    ("F", "chainrule_over_torch", "<=", 1.5),
+    ("F", "pct_of_limit", ">=", 50),
 )
+#: The contenders of a convolutional workload.
+CONV_CONTENDERS = ("limit", "chainrule", "torch")
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -141,13 +150,21 @@ class Workload:
     batch_size: int = 100
     inference: bool = False
     samples: int | None = None
+    #: Output channels of the convolutions (5x5, the first padded by 2, each followed by ReLU
+    #: and 2x2 max pooling, as ``chainrule train --model cnn`` builds them); () for an MLP.
+    channels: tuple[int, ...] = ()
 
     @property
     def sizes(self) -> tuple[int, ...]:
+        if self.channels:  # the Dense layers after the convolutions
+            return (self.channels[-1] * 5 * 5, *self.hidden, 10)
         return (784, *self.hidden, 10)
 
     @property
     def arch(self) -> str:
+        if self.channels:
+            convs = "-".join(f"conv{c}" for c in self.channels)
+            return f"CNN {convs}-{'-'.join(map(str, self.hidden))}-10"
         return "-".join(map(str, self.sizes))
 
     def describe(self, n_train: int, n_test: int) -> str:
@@ -164,7 +181,19 @@ WORKLOADS: dict[str, Workload] = {
     "B": Workload("B", (1000,)),
     "C": Workload("C", (512, 512), optimizer="adam", lr=0.001, batch_size=128),
     "D": Workload("D", (1000,), batch_size=1000, inference=True),
+    "F": Workload("F", (128,), optimizer="adam", lr=0.001, batch_size=128, channels=(16, 32)),
 }
+
+
+def cnn_conv_shapes(w: Workload) -> list[tuple[int, int, int, int]]:
+    """(output pixels per image, kH * kW * C_in, C_out, C_in) of each convolution of ``w``."""
+    shapes, c_in, side = [], 1, 28
+    for i, c_out in enumerate(w.channels):
+        side = side + (4 if i == 0 else 0) - 4  # 5x5, the first padded by 2
+        shapes.append((side * side, 25 * c_in, c_out, c_in))
+        side //= 2
+        c_in = c_out
+    return shapes
 
 
 @dataclass
@@ -201,6 +230,8 @@ def _glorot(rng: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:
 
 def prepare_limit(w: Workload, data: Data, seed: int) -> Trial:
     """Only the epoch's matrix products, into preallocated float32 arrays."""
+    if w.channels:
+        return prepare_conv_limit(w, data, seed)
     rng = np.random.default_rng(seed)
     sizes, b = w.sizes, w.batch_size
     weights = [_glorot(rng, i, o) for i, o in itertools.pairwise(sizes)]
@@ -222,6 +253,54 @@ def prepare_limit(w: Workload, data: Data, seed: int) -> Trial:
                 matmul(acts[i][:m].T, dz[i][:m], out=dws[i])
                 if i > 0:
                     matmul(dz[i][:m], weights[i].T, out=dz[i - 1][:m])
+
+    return Trial(run)
+
+
+def prepare_conv_limit(w: Workload, data: Data, seed: int) -> Trial:
+    """The im2col formulation's matrix products of a CNN epoch, into preallocated arrays: per
+    convolution ``col @ W.T`` forward, ``dy.T @ col`` for its weights (and bias, as a column of
+    ones in ``col``) and, but for the first, ``dy @ W`` for its input; then the Dense layers'."""
+    rng = np.random.default_rng(seed)
+    b = w.batch_size
+    n = w.samples or len(data.x_train)
+    convs = []
+    for pixels, k, c_out, _ in cnn_conv_shapes(w):
+        m = b * pixels
+        convs.append(
+            (
+                rng.standard_normal((m, k + 1), dtype=np.float32),  # col
+                rng.standard_normal((c_out, k + 1), dtype=np.float32),  # [W | b]
+                rng.standard_normal((m, c_out), dtype=np.float32),  # y, then dy
+                np.empty((c_out, k + 1), np.float32),  # [dW | db]
+                np.empty((m, k), np.float32),  # dcol
+            )
+        )
+    sizes = w.sizes
+    weights = [_glorot(rng, i, o) for i, o in itertools.pairwise(sizes)]
+    acts = [rng.standard_normal((b, s), dtype=np.float32) for s in sizes]
+    dz = [rng.standard_normal((b, s), dtype=np.float32) for s in sizes[1:]]
+    dws = [np.empty_like(W) for W in weights]
+    epoch = batch_sizes(n, b)
+
+    def run() -> None:
+        matmul = np.matmul
+        for m in epoch:
+            for (pixels, *_), (col, wb, y, _, _) in zip(cnn_conv_shapes(w), convs, strict=True):
+                rows = m * pixels
+                matmul(col[:rows], wb.T, out=y[:rows])
+            for i, W in enumerate(weights):
+                matmul(acts[i][:m], W, out=acts[i + 1][:m])
+            for i in range(len(weights) - 1, -1, -1):
+                matmul(acts[i][:m].T, dz[i][:m], out=dws[i])
+                matmul(dz[i][:m], weights[i].T, out=dz[i - 1][:m] if i else acts[0][:m])
+            for j, ((pixels, k, *_), (col, wb, y, dwb, dcol)) in enumerate(
+                zip(cnn_conv_shapes(w), convs, strict=True)
+            ):
+                rows = m * pixels
+                matmul(y[:rows].T, col[:rows], out=dwb)
+                if j > 0:
+                    matmul(y[:rows], wb[:, :k], out=dcol[:rows])
 
     return Trial(run)
 
@@ -299,16 +378,31 @@ def prepare_numpy(w: Workload, data: Data, seed: int) -> Trial:
 
 def prepare_chainrule(w: Workload, data: Data, seed: int) -> Trial:
     """``cr.fit`` for one epoch on the uint8 images, or ``model.predict`` for inference."""
-    model = cr.MLP(784, list(w.hidden), 10, rescale=1 / 255, rng=seed)
+    model: cr.Sequential
     x, y = data.x_train, data.y_train
+    if w.channels:  # the preset's layers, without its shifts (no peer has them)
+        model = cr.CNN(
+            (1, 28, 28),
+            list(w.channels),
+            10,
+            padding=[2] + [0] * (len(w.channels) - 1),
+            hidden=list(w.hidden),
+            dropout=cli.MODEL_DEFAULTS["cnn"]["dropout"],
+            rescale=1 / 255,
+            rng=seed,
+        )
+        x = x.reshape(len(x), 1, 28, 28)
+    else:
+        model = cr.MLP(784, list(w.hidden), 10, rescale=1 / 255, rng=seed)
+    x_test = data.x_test.reshape(len(data.x_test), *x.shape[1:])
     if w.samples:
         x, y = x[: w.samples], y[: w.samples]
 
     def accuracy() -> float:
-        return float(np.mean(model.predict(data.x_test) == data.y_test))
+        return float(np.mean(model.predict(x_test) == data.y_test))
 
     if w.inference:
-        return Trial(lambda: model.predict(data.x_test, batch_size=w.batch_size))
+        return Trial(lambda: model.predict(x_test, batch_size=w.batch_size))
     optimizer = cr.SGD(lr=w.lr) if w.optimizer == "sgd" else cr.Adam(lr=w.lr)
     loss = cr.SoftmaxCrossEntropy()
 
@@ -335,14 +429,26 @@ def prepare_torch(w: Workload, data: Data, seed: int) -> Trial:
     torch.set_num_threads(TORCH_THREADS)
     torch.manual_seed(seed)
     layers: list[nn.Module] = []
+    shape: tuple[int, ...] = (784,)
+    if w.channels:
+        shape = (1, 28, 28)
+        c_in = 1
+        for i, c_out in enumerate(w.channels):
+            layers += [nn.Conv2d(c_in, c_out, 5, padding=2 if i == 0 else 0), nn.ReLU()]
+            layers.append(nn.MaxPool2d(2))
+            c_in = c_out
+        layers.append(nn.Flatten())
     for i, (fan_in, fan_out) in enumerate(itertools.pairwise(w.sizes)):
         layers.append(nn.Linear(fan_in, fan_out))
         if i < len(w.sizes) - 2:
             layers.append(nn.ReLU())
+            if w.channels:
+                layers.append(nn.Dropout(cli.MODEL_DEFAULTS["cnn"]["dropout"]))
     model = nn.Sequential(*layers)
-    x_test = torch.from_numpy(data.float32("x_test"))
+    x_test = torch.from_numpy(data.float32("x_test").reshape(-1, *shape))
 
     def predict() -> torch.Tensor:
+        model.eval()
         with torch.inference_mode():
             return torch.cat(
                 [
@@ -354,7 +460,7 @@ def prepare_torch(w: Workload, data: Data, seed: int) -> Trial:
     if w.inference:
         return Trial(predict)
     n = w.samples or len(data.x_train)
-    x = torch.from_numpy(data.float32("x_train")[:n])
+    x = torch.from_numpy(data.float32("x_train")[:n].reshape(-1, *shape))
     y = torch.from_numpy(data.y_train[:n])
     opt: torch.optim.Optimizer
     if w.optimizer == "sgd":
@@ -365,6 +471,7 @@ def prepare_torch(w: Workload, data: Data, seed: int) -> Trial:
     gen = torch.Generator().manual_seed(seed)
 
     def train_epoch() -> None:
+        model.train()
         perm = torch.randperm(n, generator=gen)
         for start in range(0, n, w.batch_size):
             idx = perm[start : start + w.batch_size]
@@ -913,7 +1020,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compare", type=Path, help="an earlier --json file to compare against")
     p.add_argument("--sweep", action="store_true", help="also sweep width and batch size")
     p.add_argument("--plot", type=Path, help="PNG of the sweep (with --sweep)")
-    p.add_argument("--workloads", default="ABCD", help="which of A B C D to run (default ABCD)")
+    p.add_argument("--workloads", default="ABCDF", help="which of A B C D F to run (default ABCDF)")
     p.add_argument(
         "--wait-idle",
         type=float,
@@ -1030,7 +1137,8 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     }
     for key in args.workloads.upper():
         w = WORKLOADS[key]
-        results = measure(w, contenders, data, settings)
+        usable = [c for c in contenders if not w.channels or c.key in CONV_CONTENDERS]
+        results = measure(w, usable, data, settings)
         print(format_workload(w, results, data, args.rounds) + "\n", flush=True)
         report["workloads"][key] = {
             "description": w.describe(len(data.x_train), len(data.x_test)),

@@ -369,3 +369,57 @@ def test_augment_trains_on_shifted_images_and_the_summary_and_a_resumed_run_keep
     summary = json.loads((out / "summary.json").read_text())
     assert summary["options"]["augment"] == 2  # the saved run's, not the default
     assert summary["epochs"] == 2
+
+
+def test_model_cnn_trains_a_cnn_draws_its_filters_and_a_resumed_run_keeps_it(tmp_path, capsys):
+    out = tmp_path / "cnn"
+    tiny = ["--subset", "300", "--channels", "2,3", "--hidden", "8", "--batch-size", "50"]
+    argv = ["train", "--model", "cnn", *tiny, "--epochs", "1", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    written = capsys.readouterr().out
+    assert "filters.png" in written.splitlines()[-1]
+    assert {p.name for p in out.iterdir()} == {*cli.OUTPUTS, *cli.PLOTS}
+    model = cr.load(out / "model.npz")
+    assert type(model) is cr.CNN
+    assert [repr(layer) for layer in model.layers[2:8]] == [
+        "Conv2D(1 -> 2, 5x5, padding=2x2)", "ReLU()", "MaxPool2D(2x2)",
+        "Conv2D(2 -> 3, 5x5)", "ReLU()", "MaxPool2D(2x2)",
+    ]  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["options"]["model"], summary["options"]["channels"]) == ("cnn", [2, 3])
+    assert summary["options"]["augment"] == cli.MODEL_DEFAULTS["cnn"]["augment"]
+    resume = ["train", "--epochs", "2", "--resume", "--quiet", "--no-plots", "--out", str(out)]
+    assert main(resume) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["options"]["model"], summary["epochs"]) == ("cnn", 2)
+    model = cr.load(out / "model.npz")
+    assert type(model) is cr.CNN
+    _, (x_test, y_test) = cr.datasets.load_mnist(normalize=False, flatten=False)
+    assert x_test.shape[1:] == (1, 28, 28)
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "model.npz")]) == 0
+    accuracy = float(capsys.readouterr().out.split()[2].rstrip("%")) / 100
+    assert accuracy == pytest.approx(cr.evaluate(model, x_test, y_test)["accuracy"], abs=1e-4)
+    from PIL import Image
+
+    image = tmp_path / "digit.png"
+    Image.fromarray(255 - x_test[0, 0]).save(image)
+    assert main(["predict", str(out / "model.npz"), str(image)]) == 0
+    predicted = model.predict_proba(x_test[:1])[0]
+    assert capsys.readouterr().out.startswith(f"{image}: {int(predicted.argmax())} ")
+    assert main(["train", "--resume", "--model", "mlp", "--epochs", "3", "--out", str(out)]) == 2
+    assert "--model cannot change them" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "cnn", "--batch-norm"], "--batch-norm applies to --model mlp only"),
+        (["--model", "cnn", "--preset", "best"], "--batch-norm applies to --model mlp only"),
+        (["--channels", "4"], "--channels applies to --model cnn only"),
+        (["--model", "cnn", "--channels", "none"], "a CNN needs at least one convolution"),
+    ],
+)
+def test_options_of_the_other_kind_of_model_are_refused(argv, message, tmp_path, capsys):
+    assert main(["train", *argv, "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err

@@ -36,7 +36,7 @@ from .losses import (
     MeanSquaredError,
     SoftmaxCrossEntropy,
 )
-from .network import DNN, MLP, Sequential
+from .network import CNN, DNN, MLP, Sequential
 from .numerical import gradient_descent, numerical_gradient
 from .optim import SGD, AdaGrad, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSProp
 from .progress import ProgressBar
@@ -52,6 +52,7 @@ from .train import (
 )
 
 __all__ = [
+    "CNN",
     "DNN",
     "MLP",
     "SGD",

@@ -30,7 +30,7 @@ from .distributed import world
 from .io import Checkpoint, atomic_write, load_checkpoint, save
 from .losses import LOSSES, SoftmaxCrossEntropy
 from .metrics import confusion_matrix, per_class_accuracy
-from .network import MLP, Sequential
+from .network import CNN, MLP, Sequential
 from .optim import OPTIMIZERS, Optimizer
 from .progress import ProgressBar
 from .schedules import SCHEDULES, CosineLR, Schedule, StepLR
@@ -50,6 +50,8 @@ __all__ = ["main"]
 #: (README, "Results").
 DEFAULTS: dict[str, Any] = {
     "preset": "default",
+    "model": "mlp",
+    "channels": "16,32",
     "hidden": "512,256",
     "batch_norm": False,
     "augment": 1,
@@ -77,6 +79,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dropout": 0.3,
         "augment": 2,
         "epochs": 30,
+    },
+}
+
+
+#: ``chainrule train --model NAME``: the values a model takes over DEFAULTS, below a preset's and
+#: the command line's. ``cnn``: >= 99.4% MNIST test accuracy within 10 minutes on 2 cores
+#: (README, "Results").
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mlp": {},
+    "cnn": {
+        "hidden": [128],
+        "augment": 2,
+        "dropout": 0.25,
+        "epochs": 12,
     },
 }
 
@@ -176,6 +192,12 @@ class _Parser(argparse.ArgumentParser):
 ACTIVATIONS = ["relu", "leaky_relu", "sigmoid", "tanh"]
 #: The options that fix the model and the optimizer: a resumed run keeps the saved ones.
 FIXED_OPTIONS: dict[str, dict[str, Any]] = {
+    "--model": {
+        "choices": list(MODEL_DEFAULTS),
+        "help": "mlp: Dense layers on the pixels; cnn: convolutions (5x5, the first padded by 2, "
+        "each followed by 2x2 max pooling), then --hidden Dense layers",
+    },
+    "--channels": {"type": _widths, "help": "output channels of each convolution (--model cnn)"},
     "--hidden": {"type": _widths, "help": "hidden layer widths, or none"},
     "--batch-norm": {"action": _GivenFlag, "help": "BatchNorm after each hidden Dense layer"},
     "--activation": {"choices": ACTIVATIONS, "help": "activation of the hidden layers"},
@@ -216,9 +238,9 @@ def _add_train(sub: Any) -> None:
     train = sub.add_parser(
         "train",
         help="train a network on MNIST (or any IDX data set) and report how well it does",
-        description="Train an MLP on MNIST by back-propagation; write the model, its history,\n"
-        "plots and a summary into --out. A checkpoint is saved there after every epoch;\n"
-        "--resume continues an interrupted or finished run.",
+        description="Train an MLP or a CNN on MNIST by back-propagation; write the model, its\n"
+        "history, plots and a summary into --out. A checkpoint is saved there after every\n"
+        "epoch; --resume continues an interrupted or finished run.",
         epilog=f"presets (an option given on the command line beats the preset):\n{presets}",
         formatter_class=_ListHelp,
     )
@@ -546,7 +568,7 @@ def _history_dict(history: History) -> dict[str, list[float]]:
 # -- train -----------------------------------------------------------------------------------------
 #: What ``chainrule train`` writes into ``--out`` (the PNGs unless ``--no-plots``).
 OUTPUTS = ("model.npz", "history.json", "summary.json", "summary.txt")
-PLOTS = ("curves.png", "confusion.png", "misclassified.png")
+PLOTS = ("curves.png", "confusion.png", "misclassified.png", "filters.png")  # filters: a CNN's
 #: Written at the end of every epoch, removed once the run's outputs are in place.
 CHECKPOINT = "checkpoint.npz"
 #: The options a resumed run keeps from the run it continues (saved with each checkpoint); a
@@ -581,6 +603,7 @@ def _train_command(args: argparse.Namespace, job: _Job | None) -> int:
         saved = _resume_from(args) if args.resume else None  # with the saved run's options
         if saved is None:
             _apply_preset(args)
+            _check_model_options(args)
         if leader:
             _prepare_out(args.out)
             _check_outputs_writable(args)
@@ -666,6 +689,16 @@ def _check_train_options(args: argparse.Namespace) -> None:
         raise UsageError(f"--data-dir {args.data_dir} is not a directory")
 
 
+def _check_model_options(args: argparse.Namespace) -> None:
+    """Options of one kind of model refused for the other (a preset's included)."""
+    if args.model == "cnn" and args.batch_norm:
+        raise UsageError("--batch-norm applies to --model mlp only (a preset may set it)")
+    if args.model == "cnn" and not args.channels:
+        raise UsageError("--channels: a CNN needs at least one convolution")
+    if args.model == "mlp" and "channels" in _given(args):
+        raise UsageError("--channels applies to --model cnn only")
+
+
 def _check_outputs_writable(args: argparse.Namespace) -> None:
     for name in (*OUTPUTS, *PLOTS, CHECKPOINT):  # a file can replace a file, not a directory
         if (args.out / name).exists() and not (args.out / name).is_file():
@@ -719,6 +752,8 @@ def _keep_saved_options(args: argparse.Namespace, saved: Checkpoint) -> None:
                 "into another --out)"
             )
         setattr(args, name, value)
+    if "model" in options:  # the model's own values come before the preset's
+        args.model = options["model"]
     _apply_preset(args)  # for what the saved run does not record: the epochs to go to
     for name in _FIXED_NAMES:
         if name in options:  # runs saved before they were recorded keep the defaults
@@ -726,13 +761,14 @@ def _keep_saved_options(args: argparse.Namespace, saved: Checkpoint) -> None:
 
 
 def _apply_preset(args: argparse.Namespace) -> None:
-    """Give each option that ``--preset`` sets and the command line does not the preset's value."""
+    """Give each option that ``--preset`` (or else ``--model``) sets and the command line does not
+    the preset's (or the model's) value."""
     if args.preset not in PRESETS:  # only a saved run's can be unknown
         raise UsageError(
             f"--resume: the saved run's preset {args.preset!r} is not one of {list(PRESETS)}"
         )
     given = _given(args)
-    for name, value in PRESETS[args.preset].items():
+    for name, value in {**MODEL_DEFAULTS[args.model], **PRESETS[args.preset]}.items():
         if name not in given:
             setattr(args, name, value)
 
@@ -796,6 +832,24 @@ def _build(
         assert saved.history is not None
         _check_model_fits(saved.model, test, args.out)
         return _Run(saved.model, saved.optimizer, saved.history, [sum(saved.history.seconds)])
+    if args.model == "cnn":
+        channels = args.channels
+        model: Sequential = CNN(
+            (1, *test.image_shape),
+            channels,
+            test.num_classes,
+            kernel_size=5,
+            padding=[2] + [0] * (len(channels) - 1),  # 28 -> 28 -> 14 -> 10 -> 5
+            pool=2,
+            hidden=args.hidden,
+            activation=args.activation,
+            dropout=args.dropout,
+            rescale=1 / 255,
+            augment=args.augment,
+            rng=args.seed,
+        )
+        optimizer = OPTIMIZERS[args.optimizer](lr=args.lr, weight_decay=args.weight_decay)
+        return _Run(model, optimizer, History(), [])
     model = MLP(
         num_inputs,
         args.hidden,
@@ -927,10 +981,10 @@ def _finish(args: argparse.Namespace, run: _Run, test: _TestSet) -> int:
         atomic_write(staged / "summary.txt", (text + "\n").encode())
         if not args.no_plots:
             try:
-                _write_plots(staged, run.history, summary, test, predicted)
+                plots = _write_plots(staged, run, summary, test, predicted)
             except Exception as exc:  # the trained model is worth keeping without its plots
                 plot_error = exc
-        written = OUTPUTS if args.no_plots or plot_error else OUTPUTS + PLOTS
+        written = OUTPUTS if args.no_plots or plot_error else OUTPUTS + plots
         # Plots of the previous run are removed rather than left beside a model they do not
         # describe; the checkpoint goes last, once the outputs it led to are in place.
         _publish(staged, args.out, written, PLOTS)
@@ -964,11 +1018,12 @@ def _publish(staged: Path, out: Path, names: Sequence[str], stale: Sequence[str]
 
 
 def _write_plots(
-    out: Path, history: History, summary: dict[str, Any], test: _TestSet, predicted: np.ndarray
-) -> None:
-    from .plots import confusion_png, digits_png, history_png
+    out: Path, run: _Run, summary: dict[str, Any], test: _TestSet, predicted: np.ndarray
+) -> tuple[str, ...]:
+    """Write the figures into ``out``; returns their names."""
+    from .plots import confusion_png, digits_png, filters_png, history_png
 
-    atomic_write(out / "curves.png", history_png(history, "chainrule train"))
+    atomic_write(out / "curves.png", history_png(run.history, "chainrule train"))
     matrix = np.array(summary["confusion_matrix"])
     title = f"Test accuracy {summary['test_accuracy']:.2%}"
     atomic_write(out / "confusion.png", confusion_png(matrix, title))
@@ -980,6 +1035,14 @@ def _write_plots(
         f"(first {len(wrong)}; true→predicted)"
     )
     atomic_write(out / "misclassified.png", digits_png(images, captions, title))
+    # The first layer's filters, for a model whose first weight is one (out, in, kH, kW).
+    first = next((name for name, p in run.model.params.items() if p.ndim > 1), None)
+    if first is None or run.model.params[first].ndim != 4:
+        return PLOTS[:3]
+    filters = run.model.params[first]
+    title = f"First-layer filters ({first}, {filters.shape[2]}x{filters.shape[3]})"
+    atomic_write(out / "filters.png", filters_png(filters, title))
+    return PLOTS
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""Networks: a :class:`Sequential` stack of layers and the :class:`MLP` / :class:`DNN` builders.
+"""Networks: a :class:`Sequential` stack of layers and the :class:`MLP` / :class:`DNN` /
+:class:`CNN` builders.
 
 Forward inference runs the layers in order and each layer keeps its intermediate result; backward
 runs them in reverse, each turning ``dL/d(output)`` into ``dL/d(input)`` with its cache. One forward
@@ -18,9 +19,10 @@ import numpy as np
 from . import functional as F
 from ._checks import as_generator, as_input, check_array, check_fraction, check_int
 from .augmentation import RandomShift
+from .conv import Conv2D, MaxPool2D
 from .layers import ACTIVATIONS, LAYERS, BatchNorm, Dense, Dropout, Flatten, Layer, Rescaling
 
-__all__ = ["DNN", "MLP", "MODELS", "Sequential", "as_input", "resolve_layers"]
+__all__ = ["CNN", "DNN", "MLP", "MODELS", "Sequential", "as_input", "resolve_layers"]
 
 
 class Sequential:
@@ -498,3 +500,132 @@ class DNN(MLP):
             "num_neuron": width,
             **{k: v for k, v in self._arguments.items() if k != "hidden"},
         }
+
+
+class CNN(Sequential):
+    """A convolutional network: ``Conv2D -> activation -> MaxPool2D`` per convolution block, then
+    ``Flatten`` and an :class:`MLP`'s ``Dense -> activation [-> Dropout]`` hidden layers and
+    output ``Dense``.
+
+    Parameters
+    ----------
+    input_shape : (int, int, int)
+        ``(channels, height, width)`` of one image: ``(1, 28, 28)`` for MNIST.
+    channels : sequence of int
+        Output channels of each convolution, input side first.
+    num_output : int
+        Output units (10 classes for MNIST).
+    kernel_size : int
+        Square kernel of every convolution.
+    padding : int or sequence of int
+        Zeros around the input of each convolution (one value for all, or one per convolution).
+    pool : int
+        Window and stride of the max pooling after each convolution (1 adds no pooling).
+    hidden : sequence of int
+        Widths of the Dense hidden layers after the convolutions.
+    activation : {"relu", "leaky_relu", "sigmoid", "tanh"}
+    dropout : float
+        Dropout probability after each Dense hidden layer's activation (0 adds none).
+    rescale : float or None
+        Start with ``Rescaling(rescale)`` (``1 / 255`` for raw pixels).
+    augment : int
+        Shift each training image by up to this many pixels (:class:`RandomShift`).
+    rng : numpy.random.Generator, int or None
+        Source of the initial weights; Dropout and RandomShift draw from generators spawned
+        from it.
+    dtype : floating dtype
+
+    Shape
+    -----
+    x : (N, *input_shape) -> y : (N, num_output) logits. Each convolution and pooling follows
+    PyTorch's floor rule (see :class:`Conv2D`); a configuration that leaves no pixel is refused.
+
+    Examples
+    --------
+    >>> net = CNN((1, 28, 28), [8, 16], 10, padding=[2, 0], hidden=[32], rng=0)
+    >>> net.forward(np.zeros((2, 1, 28, 28), np.float32)).shape
+    (2, 10)
+    >>> [repr(layer) for layer in net.layers[:3]]
+    ['Conv2D(1 -> 8, 5x5, padding=2x2)', 'ReLU()', 'MaxPool2D(2x2)']
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        channels: Sequence[int],
+        num_output: int,
+        kernel_size: int = 5,
+        padding: int | Sequence[int] = 0,
+        pool: int = 2,
+        hidden: Sequence[int] = (128,),
+        activation: str = "relu",
+        dropout: float = 0.0,
+        rescale: float | None = None,
+        augment: int = 0,
+        rng: np.random.Generator | int | None = None,
+        dtype: np.dtype | type = np.float32,
+    ) -> None:
+        if activation not in ACTIVATIONS or activation == "softmax":
+            raise ValueError(
+                f"Unknown activation {activation!r}; choose one of "
+                f"{sorted(set(ACTIVATIONS) - {'softmax'})}"
+            )
+        if isinstance(input_shape, str) or len(input_shape) != 3:
+            raise ValueError(f"input_shape must be (channels, height, width), got {input_shape!r}")
+        c, h, w = (check_int(d, "input_shape entry") for d in input_shape)
+        widths = [check_int(k, "channels entry") for k in channels]
+        if not widths:
+            raise ValueError("channels must name at least one convolution, got []")
+        pads = [padding] * len(widths) if isinstance(padding, int) else list(padding)
+        if len(pads) != len(widths):
+            raise ValueError(
+                f"padding has {len(pads)} values for {len(widths)} convolutions: {padding!r}"
+            )
+        pads = [check_int(p, "padding", minimum=0) for p in pads]
+        kernel_size = check_int(kernel_size, "kernel_size")
+        pool = check_int(pool, "pool")
+        dropout = check_fraction(dropout, "dropout")
+        dense = [check_int(k, "hidden width") for k in hidden]
+        arguments: dict[str, Any] = {
+            "input_shape": [c, h, w],
+            "channels": widths,
+            "num_output": num_output,
+            "kernel_size": kernel_size,
+            "padding": pads,
+            "pool": pool,
+            "hidden": dense,
+            "activation": activation,
+            "dropout": dropout,
+            "rescale": rescale,
+            "augment": check_int(augment, "augment", minimum=0),
+        }
+        rng = as_generator(rng)
+        init = "he" if activation in ("relu", "leaky_relu") else "xavier"
+        layers: list[Layer] = [] if rescale is None else [Rescaling(rescale)]
+        if augment:
+            layers.append(RandomShift(augment, rng=rng.spawn(1)[0]))
+        for width, pad in zip(widths, pads, strict=True):
+            layers.append(
+                Conv2D(c, width, kernel_size, padding=pad, init=init, rng=rng, dtype=dtype)
+            )
+            h, w, c = h + 2 * pad - kernel_size + 1, w + 2 * pad - kernel_size + 1, width
+            layers.append(ACTIVATIONS[activation]())
+            if pool > 1:
+                layers.append(MaxPool2D(pool))
+                h, w = (h - pool) // pool + 1, (w - pool) // pool + 1
+            if h < 1 or w < 1:
+                raise ValueError(
+                    f"CNN: {input_shape!r} images leave no pixel after convolution "
+                    f"{len(layers)}; use fewer convolutions, more padding or a smaller pool"
+                )
+        layers.append(Flatten())
+        sizes = [c * h * w, *dense]
+        for fan_in, fan_out in itertools.pairwise(sizes):
+            layers.append(Dense(fan_in, fan_out, init=init, rng=rng, dtype=dtype))
+            layers.append(ACTIVATIONS[activation]())
+            if dropout:
+                layers.append(Dropout(dropout, rng=rng.spawn(1)[0]))
+        num_output = check_int(num_output, "num_output")
+        layers.append(Dense(sizes[-1], num_output, init="xavier", rng=rng, dtype=dtype))
+        super().__init__(*layers)
+        self._arguments = arguments

@@ -1,4 +1,5 @@
-"""Figures of a training run: learning curves, the confusion matrix, a gallery of digits.
+"""Figures of a training run: learning curves, the confusion matrix, a gallery of digits, the
+first layer's convolution filters.
 
 Needs matplotlib (``pip install "chainrule[cli]"``). Figures are drawn on
 ``matplotlib.figure.Figure`` objects directly, without pyplot, so nothing global (backends, open
@@ -19,7 +20,14 @@ from .history import History
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["confusion_png", "digits_figure", "digits_png", "figure_png", "history_png"]
+__all__ = [
+    "confusion_png",
+    "digits_figure",
+    "digits_png",
+    "figure_png",
+    "filters_png",
+    "history_png",
+]
 
 
 def _figure(**kwargs: Any) -> Figure:
@@ -120,3 +128,33 @@ def digits_figure(
     if title:
         fig.suptitle(title)
     return fig
+
+
+def filters_png(weights: np.ndarray, title: str = "", columns: int = 8) -> bytes:
+    """Convolution filters ``(out_channels, in_channels, kH, kW)`` as a grid of small images.
+
+    Each filter is drawn on one colour scale shared by all of them, symmetric around 0 (red
+    positive, blue negative), so that filters can be compared; a filter over several input
+    channels shows their sum.
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.ndim != 4:
+        raise ValueError(f"filters must be (out, in, kH, kW), got shape {weights.shape}")
+    images = weights.sum(axis=1)
+    n = len(images)
+    columns = min(columns, n)
+    rows = -(-n // columns)
+    limit = float(np.abs(images).max()) or 1.0
+    fig = _figure(figsize=(columns * 0.9 + 0.8, rows * 0.9 + 0.5), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    shown = None
+    for ax in axes:
+        ax.axis("off")
+    for i, (ax, image) in enumerate(zip(axes, images, strict=False)):
+        shown = ax.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_title(str(i), fontsize=7)
+    if shown is not None:
+        fig.colorbar(shown, ax=list(axes), shrink=0.8, label="weight")
+    if title:
+        fig.suptitle(title)
+    return figure_png(fig)
