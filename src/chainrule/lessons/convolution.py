@@ -37,7 +37,7 @@ AUGMENT = 2  # the third network's random shifts in training, in pixels
 LR, BATCH = 1e-3, 64
 SHIFTS = tuple(range(7))
 #: (training images, epochs, test images) of the full and the quick form.
-FULL, QUICK = (10_000, 5, 10_000), (2_000, 2, 1_000)
+FULL, QUICK = (10_000, 5, 10_000), (2_000, 2, 500)
 GRAD_IMAGES = 8  # test images on which the backward pass is checked
 #: The four networks: (name, label, convolutional, trained on shifted images).
 MODELS = (
@@ -231,7 +231,7 @@ def run(*, quick: bool = False, seed: int = 0, data_dir: DataDir = None) -> Less
     Parameters
     ----------
     quick : bool
-        2,000 training images for 2 epochs, 1,000 test images, instead of 10,000 images for 5
+        2,000 training images for 2 epochs, 500 test images, instead of 10,000 images for 5
         epochs and the whole test set.
     seed : int
         Chooses the subsets, the initial weights (the same for an MLP or a CNN with and without
