@@ -272,3 +272,26 @@ def test_a_small_cnn_learns_shifted_bars_with_fit():
                      epochs=15, batch_size=20, seed=0)  # fmt: skip
     assert history.loss[-1] < 0.1 * history.loss[0]
     assert cr.evaluate(model, x, y)["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_cnn_trains_alike_on_the_fast_path_and_the_reference(optimizer):
+    """fit on the fast path (compiled steps; plain SGD inside the Dense layers' products, the
+    convolutions' weights updated by the compiled step) and on the NumPy path: the same model to
+    float32 rounding."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(48, 1, 10, 10)).astype(np.uint8)
+    y = rng.integers(0, 3, size=48)
+    models = []
+    for numpy_only in (False, True):
+        model = cr.CNN((1, 10, 10), [3, 4], 3, kernel_size=3, padding=[1, 0], hidden=[8],
+                       rescale=1 / 255, rng=0)  # fmt: skip
+        with cr.kernels.numpy_only() if numpy_only else cr.threads(1):
+            cr.fit(model, x, y, loss="softmax_cross_entropy", optimizer=optimizer,
+                   epochs=3, batch_size=16, seed=0)  # fmt: skip
+        models.append(model)
+    first = cr.CNN((1, 10, 10), [3, 4], 3, kernel_size=3, padding=[1, 0], hidden=[8],
+                   rescale=1 / 255, rng=0)  # fmt: skip
+    for key, p in models[1].params.items():
+        np.testing.assert_allclose(models[0].params[key], p, rtol=1e-5, atol=1e-6, err_msg=key)
+        assert not np.array_equal(p, first.params[key]), key  # every parameter was trained

@@ -177,6 +177,29 @@ def test_a_trained_mnist_model_predicts_the_whole_test_set_as_chainrule_does(tmp
     np.testing.assert_allclose(got["probabilities"], model.predict_proba(x_test), atol=1e-5)
 
 
+def test_a_trained_cnn_predicts_the_test_images_as_chainrule_does(tmp_path):
+    """Rescaling, RandomShift, Conv2D, ReLU, MaxPool2D, Flatten, Dense and Dropout together: the
+    graph takes raw (N, 1, H, W) pixels, its channels fixed by the first convolution."""
+    (x_train, y_train), (x_test, y_test) = cr.datasets.load_mnist(normalize=False, flatten=False)
+    model = cr.CNN((1, 28, 28), [4, 8], 10, padding=[2, 0], hidden=[32], dropout=0.25,
+                   rescale=1 / 255, augment=2, rng=0)  # fmt: skip
+    cr.fit(model, x_train[:3000], y_train[:3000], loss="softmax_cross_entropy",
+           optimizer="adam", epochs=1, batch_size=64, seed=0)  # fmt: skip
+    x = x_test[:2000]
+    predicted = model.predict(x)
+    assert np.mean(predicted == y_test[:2000]) > 0.5  # trained (chance: 0.1), not random
+    path = cr.export_onnx(model, tmp_path / "cnn.onnx")
+    graph = onnx.load(path).graph
+    assert [n.op_type for n in graph.node if n.op_type in ("Conv", "MaxPool")] == [
+        "Conv", "MaxPool", "Conv", "MaxPool",
+    ]  # fmt: skip
+    dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims[:2] == ["batch", 1]
+    got = run(path, x.astype(np.float32))
+    np.testing.assert_array_equal(got["probabilities"].argmax(axis=1), predicted)
+    np.testing.assert_allclose(got["probabilities"], model.predict_proba(x), atol=1e-5)
+
+
 # -- a user's own layer --------------------------------------------------------------------------
 class Swish(cr.Layer):
     """``y = x * sigmoid(beta * x)``: a layer chainrule does not have, with its own export."""

@@ -123,14 +123,19 @@ class Sequential:
 
     @property
     def input_shape(self) -> tuple[int | None, ...] | None:
-        """The shape of one input sample, as the first layer that fixes one declares it
-        (``None`` entries: any size), or ``None`` if no layer before a reshaping one does."""
+        """The shape of one input sample, as the layers up to the first reshaping one declare
+        it (``None`` entries: any size; a later layer fills in what an earlier one left open, as
+        a convolution's channels after a shift), or ``None`` if none of them does."""
+        shape: tuple[int | None, ...] | None = None
         for layer in self.layers:
-            if layer.input_shape is not None:
-                return layer.input_shape
+            want = layer.input_shape
+            if shape is None:
+                shape = want
+            elif want is not None and len(want) == len(shape):
+                shape = tuple(d if d is not None else w for d, w in zip(shape, want, strict=True))
             if not layer.preserves_shape:
-                return None
-        return None
+                break
+        return shape
 
     def astype(self, dtype: np.dtype | type) -> Sequential:
         """Convert every parameter, gradient and buffer to ``dtype`` in place; returns ``self``."""
