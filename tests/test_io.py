@@ -555,7 +555,7 @@ def _header_only(member, shape, descr="<f4"):
 
 
 def _unknown_layer(meta, contents):
-    meta["layers"][1]["type"] = "Conv2D"
+    meta["layers"][1]["type"] = "Conv3D"
 
 
 def _history_keys(meta, contents):
@@ -603,7 +603,7 @@ def _extra(meta, contents):
         (_layer(0, in_features=10**7, out_features=10**7), "architecture"),
         (_layer(0, in_features="6"), "bad architecture"),
         (_layer(0, bogus=1), "bad architecture"),
-        (_unknown_layer, "unknown layer type 'Conv2D'"),
+        (_unknown_layer, "unknown layer type 'Conv3D'"),
         (_set("layers", 5), "bad architecture"),
         (_set("layers", [1, 2]), "unknown layer type"),
         (_set("format_version", FORMAT_VERSION + 1), "format version"),
