@@ -124,6 +124,7 @@ def test_im2col_is_the_convolution_and_col2im_its_transpose():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 3, 7, 6))
     conv = Conv2D(3, 4, 3, stride=2, padding=1, rng=1, dtype=np.float64)
+    conv.params["b"][...] = rng.normal(size=4)
     y = conv.forward(x)
     cols, (oh, ow) = im2col(x, 3, stride=2, padding=1)
     w = conv.params["W"].reshape(4, -1)
