@@ -87,6 +87,7 @@ def test_lessons_are_listed_in_course_order():
         "overfitting",
         "note-002",
         "batch-size",
+        "convolution",
     ]
     for name, lesson in LESSONS.items():
         assert isinstance(lesson, Lesson)
@@ -151,6 +152,44 @@ def test_batch_size(capsys):
     assert per_epoch[1000] < per_epoch[1] / 5
     assert per_epoch[1000] < max(per_epoch[10], per_epoch[100])
     assert fig["cross_entropy_accuracy"] > fig["mse_accuracy"]
+
+
+def test_convolution(capsys):
+    fig = quick("convolution", capsys)
+    assert fig["mlp_params"] > 10 * fig["cnn_params"]  # ten times the weights ...
+    for model in ("mlp", "cnn"):
+        accuracy = [fig[f"{model}_shift{k}_accuracy"] for k in range(5)]
+        assert accuracy[0] > 0.8
+        assert accuracy == sorted(accuracy, reverse=True)  # every pixel of shift costs
+    # ... and less robust: 3 pixels cost the MLP more of what it knew than the CNN.
+    kept = {m: fig[f"{m}_shift3_accuracy"] / fig[f"{m}_shift0_accuracy"] for m in ("mlp", "cnn")}
+    assert kept["cnn"] > kept["mlp"] + 0.05
+    assert fig["cnn_shift3_accuracy"] > fig["mlp_shift3_accuracy"] + 0.05
+    assert fig["conv1_change"] > 0.01  # the first-layer filters learned something
+    # Conv2D's backward pass is the Affine layer's on im2col's matrix, to float64 rounding.
+    for layer in ("conv1", "conv2"):
+        for grad in ("dW", "db", "dx"):
+            assert fig[f"{layer}_{grad}_rel_error"] < 1e-13
+
+
+def test_im2col_is_the_convolution_and_col2im_its_transpose():
+    from chainrule.conv import Conv2D
+    from chainrule.lessons.convolution import col2im, im2col
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 7, 6))
+    conv = Conv2D(3, 4, 3, stride=2, padding=1, rng=1, dtype=np.float64)
+    conv.params["b"][...] = rng.normal(size=4)
+    y = conv.forward(x)
+    cols, (oh, ow) = im2col(x, 3, stride=2, padding=1)
+    w = conv.params["W"].reshape(4, -1)
+    expected = (cols @ w.T + conv.params["b"]).reshape(2, oh, ow, 4).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    # <im2col(x), c> == <x, col2im(c)> for any c: col2im is the transpose (adjoint) of im2col.
+    c = rng.normal(size=cols.shape)
+    back = col2im(c, x.shape, 3, stride=2, padding=1)
+    assert back.shape == x.shape
+    assert np.sum(cols * c) == pytest.approx(np.sum(x * back), rel=1e-12)
 
 
 def test_cli_lesson_writes_png(tmp_path, capsys):

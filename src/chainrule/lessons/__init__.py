@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ._base import DataDir, Lesson, LessonResult, LessonRun
 from .batch_size import LESSON as _BATCH_SIZE
+from .convolution import LESSON as _CONVOLUTION
 from .depth import LESSON as _DEPTH
 from .learning_rate import LESSON as _LEARNING_RATE
 from .note_002 import LESSON as _NOTE_002
@@ -32,5 +33,6 @@ LESSONS: dict[str, Lesson] = {
         _OVERFITTING,
         _NOTE_002,
         _BATCH_SIZE,
+        _CONVOLUTION,
     )
 }
