@@ -387,7 +387,7 @@ def prepare_chainrule(w: Workload, data: Data, seed: int) -> Trial:
             10,
             padding=[2] + [0] * (len(w.channels) - 1),
             hidden=list(w.hidden),
-            dropout=cli.MODEL_DEFAULTS["cnn"]["dropout"],
+            dropout=cli.train.MODEL_DEFAULTS["cnn"]["dropout"],
             rescale=1 / 255,
             rng=seed,
         )
@@ -443,7 +443,7 @@ def prepare_torch(w: Workload, data: Data, seed: int) -> Trial:
         if i < len(w.sizes) - 2:
             layers.append(nn.ReLU())
             if w.channels:
-                layers.append(nn.Dropout(cli.MODEL_DEFAULTS["cnn"]["dropout"]))
+                layers.append(nn.Dropout(cli.train.MODEL_DEFAULTS["cnn"]["dropout"]))
     model = nn.Sequential(*layers)
     x_test = torch.from_numpy(data.float32("x_test").reshape(-1, *shape))
 
@@ -1040,9 +1040,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--threads",
         type=int,
-        default=cli.DEFAULTS["threads"],
+        default=len(os.sched_getaffinity(0)),
         help="BLAS threads of the GEMM-only limit, the NumPy loop, chainrule and scikit-learn "
-        "(default: chainrule train's)",
+        "(default: one per core, as chainrule train's)",
     )
     p.add_argument(
         "--torch-threads", type=int, default=TORCH_THREADS, help="PyTorch's intra-op threads"

@@ -17,7 +17,14 @@ from __future__ import annotations
 
 import os
 
+# One BLAS thread per test process (and the processes tests start): pytest-xdist runs a worker
+# per core, and chainrule train's default, BLAS's own count of one thread per core, would put
+# two threads on each core. Set before NumPy's and SciPy's BLAS read it, and on NumPy's if loaded.
+os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = "1"
 from hypothesis import HealthCheck, settings
+from threadpoolctl import threadpool_limits
+
+threadpool_limits(limits=1, user_api="blas")
 
 settings.register_profile(
     "default",

@@ -7,6 +7,8 @@ the ``fast`` extra is installed (the test extra installs it), so every test here
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
@@ -264,3 +266,16 @@ def test_the_cli_header_says_which_path_runs_on_how_many_threads(tmp_path, capsy
     assert header.endswith(
         '; NumPy path (pip install "chainrule[fast]" for compiled kernels), 1 thread'
     )
+
+
+def test_the_cli_takes_blas_own_thread_count_by_default(tmp_path, capsys):
+    """Without --threads, training keeps the count BLAS has (one per core unless the environment
+    says otherwise), and the header and the summary say which it was."""
+    argv = ["train", "--subset", "200", "--hidden", "8", "--epochs", "1", "--no-plots"]
+    for count in (2, 1):
+        with cr.threads(count):
+            assert main([*argv, "--out", str(tmp_path / str(count))]) == 0
+        header = capsys.readouterr().out.splitlines()[1]
+        assert header.endswith(f", {count} thread{'s' if count > 1 else ''}")
+        summary = json.loads((tmp_path / str(count) / "summary.json").read_text())
+        assert summary["threads"] == count

@@ -65,7 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "schedule": "cosine",
     "validation_split": 0.1,
     "seed": 0,
-    "threads": 1,
+    "threads": None,  # BLAS's own count: one per core, unless OPENBLAS_NUM_THREADS says otherwise
     "out": "runs/mnist",
 }
 
@@ -249,8 +249,10 @@ def add_parser(sub: Any) -> None:
         "--threads",
         type=positive_int,
         default=d["threads"],
-        help="threads for BLAS and the compiled kernels; results are bit for bit the same only "
-        "with the same count on the same kind of CPU (README, Performance)",
+        help="threads for BLAS (default: BLAS's own count, one per core unless "
+        "OPENBLAS_NUM_THREADS or OMP_NUM_THREADS say otherwise: the fastest on an idle machine; "
+        "1 on a busy one); results are bit for bit the same only with the same count on the same "
+        "kind of CPU (README, Performance)",
     )
     train.add_argument(
         "--resume",
@@ -286,6 +288,7 @@ def _train_command(args: argparse.Namespace, job: Job | None) -> int:
     args.quiet = args.quiet or not leader
     with together(job):
         _check_train_options(args)
+        args.threads = _thread_count(args.threads)
         saved = _resume_from(args) if args.resume else None  # with the saved run's options
         if saved is None:
             _apply_preset(args)
@@ -303,7 +306,7 @@ def _train_command(args: argparse.Namespace, job: Job | None) -> int:
         print(
             f"training {run.model!r}\n{run.model.num_params:,} parameters, {n_train:,} training "
             f"images, {_describe_optimizer(run.optimizer)}{processes}; {kernels.describe()}, "
-            f"{args.threads} thread{'s' if args.threads > 1 else ''}",
+            f"{_threads_text(args.threads)}",
             flush=True,
         )
     try:
@@ -325,6 +328,23 @@ def _check_train_options(args: argparse.Namespace) -> None:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     if args.data_dir is not None and not args.data_dir.is_dir():
         raise UsageError(f"--data-dir {args.data_dir} is not a directory")
+
+
+def _thread_count(requested: int | None) -> int | None:
+    """``--threads``, or else the count BLAS uses now (kept as the run's, so that the header,
+    the summary and every library loaded later agree on it)."""
+    if requested is not None:
+        return requested
+    try:
+        return kernels.blas_threads()
+    except ImportError:  # no threadpoolctl: BLAS keeps its own count, unknown here
+        return None
+
+
+def _threads_text(threads: int | None) -> str:
+    if threads is None:
+        return "BLAS's own thread count"
+    return f"{threads} thread{'s' if threads > 1 else ''}"
 
 
 def _check_model_options(args: argparse.Namespace) -> None:
