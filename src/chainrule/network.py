@@ -355,6 +355,15 @@ def resolve_layers(custom_layers: dict[str, type[Layer]] | None) -> dict[str, ty
 MODELS: dict[str, type[Sequential]] = {"Sequential": Sequential}
 
 
+def _check_hidden_activation(activation: str) -> None:
+    """A builder's hidden layers take an element-wise activation (not softmax)."""
+    if activation not in ACTIVATIONS or activation == "softmax":
+        raise ValueError(
+            f"Unknown activation {activation!r}; choose one of "
+            f"{sorted(set(ACTIVATIONS) - {'softmax'})}"
+        )
+
+
 class MLP(Sequential):
     """A multi-layer perceptron: ``Dense -> activation [-> BatchNorm] [-> Dropout]`` per hidden
     layer, then an output ``Dense`` (and an optional output activation).
@@ -411,11 +420,7 @@ class MLP(Sequential):
         rng: np.random.Generator | int | None = None,
         dtype: np.dtype | type = np.float32,
     ) -> None:
-        if activation not in ACTIVATIONS or activation == "softmax":
-            raise ValueError(
-                f"Unknown activation {activation!r}; choose one of "
-                f"{sorted(set(ACTIVATIONS) - {'softmax'})}"
-            )
+        _check_hidden_activation(activation)
         if output_activation not in (None, "softmax", "sigmoid"):
             raise ValueError(
                 f"Invalid output_activation: {output_activation!r} (None, 'softmax' or 'sigmoid')"
@@ -570,11 +575,7 @@ class CNN(Sequential):
         rng: np.random.Generator | int | None = None,
         dtype: np.dtype | type = np.float32,
     ) -> None:
-        if activation not in ACTIVATIONS or activation == "softmax":
-            raise ValueError(
-                f"Unknown activation {activation!r}; choose one of "
-                f"{sorted(set(ACTIVATIONS) - {'softmax'})}"
-            )
+        _check_hidden_activation(activation)
         if isinstance(input_shape, str) or len(input_shape) != 3:
             raise ValueError(f"input_shape must be (channels, height, width), got {input_shape!r}")
         c, h, w = (check_int(d, "input_shape entry") for d in input_shape)
