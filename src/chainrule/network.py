@@ -224,7 +224,12 @@ class Sequential:
     __call__ = forward
 
     # -- inference --------------------------------------------------------------------------
-    def predict_proba(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    #: Samples per batch of the inference passes. Measured on a 2-core AMD EPYC over the 10,000
+    #: MNIST test images: a CNN's im2col rows of 1,000 images peak at 1,048 MiB (4.8 s), of 250 at
+    #: 439 MiB (3.0 s); the default MLP takes 0.079 s in batches of 250, 0.088 s of 1,000.
+    INFERENCE_BATCH = 256
+
+    def predict_proba(self, x: np.ndarray, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
         """Class probabilities for ``x``, computed in batches in inference mode.
 
         A final Softmax or Sigmoid layer's output is returned as it is; logits are turned into
@@ -246,7 +251,7 @@ class Sequential:
             outputs.append(y)
         return np.concatenate(outputs)
 
-    def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    def predict(self, x: np.ndarray, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
         """Predicted class ids ``(N,)``: the most probable class (probability > 0.5 for one
         output unit)."""
         batch_size = check_int(batch_size, "batch_size")

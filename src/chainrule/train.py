@@ -470,7 +470,7 @@ def evaluate(
     x: np.ndarray,
     y: np.ndarray,
     loss: Loss | str | None = "auto",
-    batch_size: int = 1000,
+    batch_size: int = Sequential.INFERENCE_BATCH,
 ) -> dict[str, float]:
     """Accuracy and mean loss of ``model`` on ``(x, y)`` in inference mode.
 
