@@ -293,3 +293,16 @@ def test_the_curves_of_a_short_run_tick_whole_epochs_only():
         labels = [t.get_text() for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
         assert labels, ax.get_ylabel()
         assert all(label.lstrip("−-").isdigit() for label in labels), labels  # no "1.2", "1.4"
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(monkeypatch, capsys):
+    """``chainrule gradcheck | head -1``: the pipe closes under the command, which then stops
+    with the shell's SIGPIPE code and no error message."""
+
+    class ClosedPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["gradcheck", "--depth", "1", "--width", "3"]) == 141
+    assert capsys.readouterr().err == ""

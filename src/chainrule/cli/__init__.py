@@ -10,6 +10,7 @@ non-zero exit code: 2 for bad input, 1 for a run that failed, 130 when interrupt
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -48,14 +49,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     A mistake of the user's (a bad option, a file that is missing or not a model, an image with
     no digit) is one line on stderr and exit code 2; a run that fails (diverges, a plot that
-    cannot be drawn) exits with 1; Ctrl-C with 130. Any other exception is a bug in chainrule:
-    its traceback is printed, with a line saying so, and the exit code is 70.
+    cannot be drawn) exits with 1; Ctrl-C with 130; a closed pipe (``| head``) with 141, quietly.
+    Any other exception is a bug in chainrule: its traceback is printed, with a line saying so,
+    and the exit code is 70.
     """
     try:
         args = build_parser().parse_args(argv)  # inside: Ctrl-C while importing is handled too
         return int(args.run(args))
     except (Exception, KeyboardInterrupt) as exc:
         job: Job | None = getattr(exc, "job", None)
+        if isinstance(exc, BrokenPipeError) and job is None:
+            return _reader_gone(exc)
         if job is None:
             return _report_failure(exc)
         if not job.shared(exc):  # this process's own failure: it ends every process
@@ -63,6 +67,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.flush()
             job.comm.Abort(code)
         return _report_failure(exc) if job.rank == 0 else _exit_code(exc)
+
+
+def _reader_gone(exc: BrokenPipeError) -> int:
+    """The program reading the output went away (``chainrule evaluate M | head -1``): end
+    quietly, as command-line tools do, saying on stderr only what a run kept."""
+    try:  # the interpreter's last flush of stdout would fail again: it goes nowhere now
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is no file (a test's), or it cannot be replaced
+        pass
+    if getattr(exc, "kept", None):
+        print(f"chainrule: {exc.kept}", file=sys.stderr)  # type: ignore[attr-defined]
+    return 128 + 13  # killed by SIGPIPE, as the shell reports it
 
 
 def _exit_code(exc: BaseException) -> int:
